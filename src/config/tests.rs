@@ -1,0 +1,254 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+const BASE: &str = r#"listen: 127.0.0.1:8080
+admin_listen: 127.0.0.1:9901
+upstream:
+  url: http://127.0.0.1:8000
+issuers:
+  - name: main
+    cognito:
+      region: eu-west-1
+      user_pool_id: eu-west-1_AbCdEf123
+    client_ids: [7abc123example]
+    token_use: access
+routes:
+  - name: app
+    path: /**
+"#;
+
+fn errors(yaml: &str) -> Vec<String> {
+    match parse(yaml, "p.yaml", &no_env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.messages,
+    }
+}
+
+fn assert_error(yaml: &str, location: &str, fragment: &str) {
+    let errs = errors(yaml);
+    assert!(
+        errs.iter().any(|e| e.starts_with(&format!("p.yaml:{location}:")) && e.contains(fragment)),
+        "expected an error at {location} containing {fragment:?}, got {errs:#?}"
+    );
+}
+
+#[test]
+fn base_config_loads_with_defaults() {
+    let c = parse(BASE, "p.yaml", &no_env).unwrap();
+    assert_eq!(c.issuers[0].issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123");
+    assert_eq!(
+        c.issuers[0].keys,
+        KeySource::Url("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123/.well-known/jwks.json".into())
+    );
+    assert!(c.issuers[0].cognito);
+    assert_eq!(c.leeway, Duration::from_secs(30));
+    assert_eq!(c.jwks.kid_miss_cooldown, Duration::from_secs(10));
+    assert_eq!(c.limits.max_header_bytes, 32_768);
+    assert_eq!(c.credentials, vec![CredentialSource::Bearer { allow_raw: false }]);
+    assert_eq!(c.routes[0].auth, AuthMode::Required);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_position() {
+    assert_error(&BASE.replace("  url:", "  urll: x\n  url:"), "4:3", "unknown key `urll`");
+    assert_error(&format!("{BASE}    requre: {{}}\n"), "15:5", "did you mean `require`");
+}
+
+#[test]
+fn yaml_11_booleans_and_numbers_are_not_silent_strings() {
+    let yaml = format!("{BASE}    require:\n      groups_any: [off, 0123, Admins]\n");
+    let errs = errors(&yaml);
+    assert!(errs.iter().any(|e| e.starts_with("p.yaml:16:20:") && e.contains("boolean")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("p.yaml:16:25:") && e.contains("quote")), "{errs:#?}");
+    let quoted = format!("{BASE}    require:\n      groups_any: [\"off\", \"0123\"]\n");
+    assert!(errors(&quoted).is_empty());
+}
+
+#[test]
+fn duplicate_keys_are_errors() {
+    assert_error(
+        &BASE.replace("  url: http://127.0.0.1:8000", "  url: http://127.0.0.1:8000\n  url: http://127.0.0.1:9000"),
+        "5:3",
+        "duplicate key",
+    );
+}
+
+#[test]
+fn duplicate_route_patterns_with_overlapping_methods_are_errors() {
+    let yaml = format!("{BASE}  - name: app2\n    path: /**\n");
+    assert_error(&yaml, "15:5", "overlapping methods");
+    let ok = format!("{BASE}  - name: app-post\n    path: /**\n    methods: [POST]\n");
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let overlap = format!(
+        "{BASE}  - name: a\n    path: /x\n    methods: [GET, POST]\n  - name: b\n    path: /x\n    methods: [POST]\n"
+    );
+    assert_error(&overlap, "18:5", "overlapping methods");
+}
+
+#[test]
+fn empty_requirement_lists_are_errors() {
+    assert_error(&format!("{BASE}    require:\n      groups_any: []\n"), "16:19", "must not be empty");
+    assert_error(&format!("{BASE}    require:\n      claims: {{}}\n"), "16:15", "must not be empty");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = BASE
+        .replace("listen: 127.0.0.1:8080", "listen: nowhere")
+        .replace("token_use: access", "token_use: acess")
+        .replace("path: /**", "path: admin");
+    let errs = errors(&yaml);
+    assert!(errs.len() >= 3, "{errs:#?}");
+    assert!(errs[0].starts_with("p.yaml:1:"), "sorted by line: {errs:#?}");
+}
+
+#[test]
+fn cognito_pool_id_is_validated_against_the_region() {
+    // OUT-02: the pool id becomes part of a URL.
+    for bad in ["us-east-1_x/../../evil", "eu-west-1_x@attacker.test", "us-east-1_AbC", "eu-west-1_", "eu-west-1_a-b"] {
+        let yaml = BASE.replace("eu-west-1_AbCdEf123", bad);
+        assert_error(&yaml, "9:21", "not a user pool id");
+    }
+    assert_error(
+        &BASE.replace("region: eu-west-1", "region: \"eu-west-1.attacker.test#\""),
+        "8:15",
+        "not an AWS region",
+    );
+    let gov = BASE.replace("eu-west-1", "us-gov-west-1");
+    assert!(errors(&gov).is_empty(), "{:?}", errors(&gov));
+}
+
+#[test]
+fn explicit_issuer_needs_https_or_loopback_jwks() {
+    let explicit = |uri: &str| {
+        BASE.replace(
+            "    cognito:\n      region: eu-west-1\n      user_pool_id: eu-west-1_AbCdEf123\n",
+            &format!("    issuer: https://idp.example/pool\n    jwks_uri: {uri}\n"),
+        )
+    };
+    assert!(errors(&explicit("https://idp.example/pool/jwks.json")).is_empty());
+    assert!(errors(&explicit("http://127.0.0.1:9229/pool/jwks.json")).is_empty());
+    assert!(errors(&explicit("http://localhost:9229/pool/jwks.json")).is_empty());
+    assert_error(&explicit("http://idp.example/jwks.json"), "8:15", "only allowed for loopback");
+    assert_error(&explicit("ftp://idp.example/jwks.json"), "8:15", "must be https");
+}
+
+#[test]
+fn token_use_must_be_written_out() {
+    assert_error(&BASE.replace("    token_use: access\n", ""), "6:5", "`token_use` is required");
+}
+
+#[test]
+fn route_token_use_must_be_acceptable_to_admitted_issuers() {
+    let yaml = format!("{BASE}    require:\n      token_use: id\n");
+    assert_error(&yaml, "16:18", "only accepts access tokens");
+}
+
+#[test]
+fn route_issuers_must_exist_and_templates_are_checked() {
+    assert_error(&format!("{BASE}    require:\n      issuers: [other]\n"), "16:16", "no issuer is named `other`");
+    assert_error(
+        &format!("{BASE}    require:\n      scopes_any: [\"x-${{clientid}}\"]\n"),
+        "16:19",
+        "not a known template",
+    );
+    assert!(errors(&format!("{BASE}    require:\n      scopes_any: [\"Admins-${{client_id}}\"]\n")).is_empty());
+}
+
+#[test]
+fn env_substitution_and_missing_variables() {
+    let yaml = BASE.replace("http://127.0.0.1:8000", "\"${env:APP_URL}\"");
+    let env = |n: &str| (n == "APP_URL").then(|| "http://127.0.0.1:7000".to_owned());
+    let c = parse(&yaml, "p.yaml", &env).unwrap();
+    assert_eq!(c.upstream.target, UpstreamTarget::Http { authority: "127.0.0.1:7000".parse().unwrap() });
+    assert_error(&yaml, "4:8", "APP_URL");
+}
+
+#[test]
+fn route_patterns_are_checked() {
+    for (pattern, fragment) in [
+        ("admin", "starts with `/`"),
+        ("/a/**/b", "last segment"),
+        ("/a*", "whole segment"),
+        ("/a//b", "empty segment"),
+        ("/a/%2e%2e", "never match"),
+        ("/a/../b", "`.` and `..`"),
+    ] {
+        assert_error(&BASE.replace("path: /**", &format!("path: \"{pattern}\"")), "14:11", fragment);
+    }
+}
+
+#[test]
+fn methods_are_upper_case_and_head_connect_trace_refused() {
+    for (methods, fragment) in
+        [("[get]", "upper-case"), ("[HEAD]", "matched as GET"), ("[TRACE]", "always refused"), ("[GET, GET]", "twice")]
+    {
+        assert_error(&format!("{BASE}    methods: {methods}\n"), "15:14", fragment);
+    }
+}
+
+#[test]
+fn identity_headers_cannot_be_reserved_or_underscored() {
+    let with = |s: &str| format!("{BASE}identity_headers:\n{s}");
+    assert_error(&with("  sub: Authorization\n"), "16:8", "managed by Portcullis");
+    assert_error(&with("  sub: X_User_Sub\n"), "16:8", "must not contain `_`");
+    assert_error(&with("  sub: X-Id\n  groups: x-id\n"), "16:3", "configured twice");
+    let ok = with("  claims:\n    X-User-Email: email\n  groups_format: json\n");
+    let c = parse(&ok, "p.yaml", &no_env).unwrap();
+    assert_eq!(c.identity.claims[0].1, "email");
+    assert_eq!(c.identity.groups_format, GroupsFormat::Json);
+}
+
+#[test]
+fn require_on_public_route_is_an_error() {
+    assert_error(&format!("{BASE}    auth: none\n    require:\n      groups_any: [A]\n"), "17:7", "no effect");
+}
+
+#[test]
+fn user_writable_claims_warn() {
+    let c = parse(&format!("{BASE}    require:\n      claims:\n        \"custom:role\": admin\n"), "p.yaml", &no_env)
+        .unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("custom:role")));
+}
+
+#[test]
+fn upstream_url_forms() {
+    assert!(matches!(upstream_target("unix:/run/app.sock"), Ok(UpstreamTarget::Unix { .. })));
+    assert!(upstream_target("unix:run/app.sock").is_err());
+    assert!(upstream_target("https://127.0.0.1:8000").is_err());
+    assert!(upstream_target("http://127.0.0.1:8000/prefix").is_err());
+    assert!(upstream_target("http://u:p@127.0.0.1:8000").is_err());
+}
+
+#[test]
+fn listen_and_admin_listen_must_differ() {
+    assert_error(&BASE.replace("admin_listen: 127.0.0.1:9901", "admin_listen: 127.0.0.1:8080"), "2:15", "must differ");
+}
+
+#[test]
+fn credentials_sources_parse() {
+    let yaml = format!(
+        "{BASE}credentials:\n  - bearer: {{allow_raw: true}}\n  - header: accessToken\n  - cookie: amplify\n  - cookie: session_jwt\n"
+    );
+    let c = parse(&yaml, "p.yaml", &no_env).unwrap();
+    assert_eq!(
+        c.credentials,
+        vec![
+            CredentialSource::Bearer { allow_raw: true },
+            CredentialSource::Header(HeaderName::from_static("accesstoken")),
+            CredentialSource::AmplifyCookie,
+            CredentialSource::Cookie("session_jwt".into()),
+        ]
+    );
+    assert_error(&format!("{BASE}credentials:\n  - query\n"), "16:5", "not a credential source");
+}
+
+#[test]
+fn example_config_loads() {
+    let text = include_str!("../../config.example.yaml");
+    let c = parse(text, "config.example.yaml", &no_env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.issuers.iter().any(|i| i.cognito));
+}

@@ -1,0 +1,342 @@
+//! Every way a request can be refused, and the single place that turns a refusal into an HTTP
+//! response. Other modules return their own error types; the pipeline converts them into a
+//! [`Rejection`] and [`Rejection::into_response`] is the only code that knows statuses,
+//! `WWW-Authenticate` forms and body shapes (SPEC §3). It does not log: the access log records the
+//! outcome once, in `proxy`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::body::ProxyBody;
+
+/// The closed set of reasons (SPEC §6). Used as a metric label, so it must stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Ok,
+    Public,
+    MissingToken,
+    MalformedToken,
+    BadAlg,
+    UnknownKid,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    BadIss,
+    BadTokenUse,
+    BadClient,
+    BadClaim,
+    UnencodableClaim,
+    InsufficientScope,
+    ForbiddenGroup,
+    ForbiddenClaim,
+    NoRoute,
+    KeysUnavailable,
+    AmbiguousPath,
+    BadRequest,
+    HeaderTooLarge,
+    UpstreamConnect,
+    UpstreamReset,
+    UpstreamTimeout,
+    UpstreamProtocol,
+    ClientAbort,
+}
+
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::Public => "public",
+            Reason::MissingToken => "missing_token",
+            Reason::MalformedToken => "malformed_token",
+            Reason::BadAlg => "bad_alg",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::BadIss => "bad_iss",
+            Reason::BadTokenUse => "bad_token_use",
+            Reason::BadClient => "bad_client",
+            Reason::BadClaim => "bad_claim",
+            Reason::UnencodableClaim => "unencodable_claim",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::ForbiddenGroup => "forbidden_group",
+            Reason::ForbiddenClaim => "forbidden_claim",
+            Reason::NoRoute => "no_route",
+            Reason::KeysUnavailable => "keys_unavailable",
+            Reason::AmbiguousPath => "ambiguous_path",
+            Reason::BadRequest => "bad_request",
+            Reason::HeaderTooLarge => "header_too_large",
+            Reason::UpstreamConnect => "upstream_connect",
+            Reason::UpstreamReset => "upstream_reset",
+            Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::UpstreamProtocol => "upstream_protocol",
+            Reason::ClientAbort => "client_abort",
+        }
+    }
+
+    /// The fixed, generic text for `error_description`. Never contains request or token data
+    /// (OBS-04): details go to the log, not to the client.
+    const fn description(self) -> &'static str {
+        match self {
+            Reason::Ok | Reason::Public => "ok",
+            Reason::MissingToken => "a bearer token is required",
+            Reason::MalformedToken => "the token is malformed",
+            Reason::BadAlg => "the token algorithm is not accepted",
+            Reason::UnknownKid => "the token signing key is unknown",
+            Reason::BadSignature => "the token signature is invalid",
+            Reason::Expired => "token expired",
+            Reason::NotYetValid => "the token is not yet valid",
+            Reason::BadIss => "the token issuer is not accepted",
+            Reason::BadTokenUse => "the token type is not accepted here",
+            Reason::BadClient => "the token was issued to another client",
+            Reason::BadClaim => "the token claims are invalid",
+            Reason::UnencodableClaim => "the identity cannot be forwarded",
+            Reason::InsufficientScope => "the token lacks a required scope",
+            Reason::ForbiddenGroup => "access denied",
+            Reason::ForbiddenClaim => "access denied",
+            Reason::NoRoute => "access denied",
+            Reason::KeysUnavailable => "token verification is temporarily unavailable",
+            Reason::AmbiguousPath => "the request path is ambiguous",
+            Reason::BadRequest => "the request is malformed",
+            Reason::HeaderTooLarge => "request headers too large",
+            Reason::UpstreamConnect => "the application is unavailable",
+            Reason::UpstreamReset => "the application closed the connection",
+            Reason::UpstreamTimeout => "the application did not answer in time",
+            Reason::UpstreamProtocol => "the application sent an invalid response",
+            Reason::ClientAbort => "client closed the request",
+        }
+    }
+}
+
+/// Why a request was not forwarded (or could not be completed). Made by the pipeline stages;
+/// turned into a response only by [`Rejection::into_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No credential on a route that needs one.
+    MissingToken,
+    /// A credential was presented but is not a valid token for this route.
+    InvalidToken(Reason),
+    /// Valid token without a required scope; carries the space-joined scopes that would satisfy
+    /// the route (they come from config, never from the token).
+    InsufficientScope {
+        scope: String,
+    },
+    /// Valid token, group or claim requirement not met, or no route.
+    Forbidden(Reason),
+    /// The identity cannot be encoded within the configured limits.
+    UnencodableClaim,
+    /// The token's issuer has no usable keys.
+    KeysUnavailable,
+    /// Ambiguous or malformed request.
+    BadRequest(Reason),
+    /// `CONNECT`, `TRACE`, h2c upgrade.
+    MethodNotAllowed,
+    /// Request headers or token section too large.
+    HeaderTooLarge,
+    /// Upstream failures.
+    UpstreamConnect,
+    UpstreamReset,
+    UpstreamTimeout,
+    UpstreamProtocol,
+    /// The client went away before the response; no response is sent, only logged.
+    ClientAbort,
+}
+
+/// What the access log and metrics record about an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Public,
+    Deny,
+    AuditDeny,
+    Error,
+}
+
+impl Decision {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Public => "public",
+            Decision::Deny => "deny",
+            Decision::AuditDeny => "audit_deny",
+            Decision::Error => "error",
+        }
+    }
+}
+
+const REALM: &str = "Bearer realm=\"portcullis\"";
+
+impl Rejection {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Rejection::MissingToken => Reason::MissingToken,
+            Rejection::InvalidToken(r) | Rejection::Forbidden(r) | Rejection::BadRequest(r) => *r,
+            Rejection::InsufficientScope { .. } => Reason::InsufficientScope,
+            Rejection::UnencodableClaim => Reason::UnencodableClaim,
+            Rejection::KeysUnavailable => Reason::KeysUnavailable,
+            Rejection::MethodNotAllowed => Reason::BadRequest,
+            Rejection::HeaderTooLarge => Reason::HeaderTooLarge,
+            Rejection::UpstreamConnect => Reason::UpstreamConnect,
+            Rejection::UpstreamReset => Reason::UpstreamReset,
+            Rejection::UpstreamTimeout => Reason::UpstreamTimeout,
+            Rejection::UpstreamProtocol => Reason::UpstreamProtocol,
+            Rejection::ClientAbort => Reason::ClientAbort,
+        }
+    }
+
+    /// Denials are the policy saying no; errors are faults (client framing, upstream, keys).
+    pub fn decision(&self) -> Decision {
+        match self {
+            Rejection::MissingToken
+            | Rejection::InvalidToken(_)
+            | Rejection::InsufficientScope { .. }
+            | Rejection::Forbidden(_)
+            | Rejection::UnencodableClaim => Decision::Deny,
+            Rejection::KeysUnavailable
+            | Rejection::BadRequest(_)
+            | Rejection::MethodNotAllowed
+            | Rejection::HeaderTooLarge
+            | Rejection::UpstreamConnect
+            | Rejection::UpstreamReset
+            | Rejection::UpstreamTimeout
+            | Rejection::UpstreamProtocol
+            | Rejection::ClientAbort => Decision::Error,
+        }
+    }
+
+    /// The one exhaustive mapping from refusal to status, `WWW-Authenticate` and body (SPEC §3).
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let reason = self.reason();
+        let (status, error, www_authenticate): (StatusCode, &str, Option<String>) = match &self {
+            // RFC 6750 §3.1: no `error` attribute when the request carried no credential.
+            Rejection::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized", Some(REALM.to_owned())),
+            Rejection::InvalidToken(r) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                Some(format!("{REALM}, error=\"invalid_token\", error_description=\"{}\"", r.description())),
+            ),
+            Rejection::InsufficientScope { scope } => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                // The scope list comes from config (validated as header-safe at load), never from
+                // the token.
+                Some(format!("{REALM}, error=\"insufficient_scope\", scope=\"{scope}\"")),
+            ),
+            Rejection::Forbidden(_) | Rejection::UnencodableClaim => (StatusCode::FORBIDDEN, "forbidden", None),
+            Rejection::KeysUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", None),
+            Rejection::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", None),
+            Rejection::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Rejection::HeaderTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request", None),
+            Rejection::UpstreamConnect | Rejection::UpstreamReset | Rejection::UpstreamProtocol => {
+                (StatusCode::BAD_GATEWAY, "bad_gateway", None)
+            }
+            Rejection::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", None),
+            // Nobody is listening; a response is still built so the types stay simple.
+            Rejection::ClientAbort => (StatusCode::BAD_REQUEST, "client_abort", None),
+        };
+        let body = serde_json::json!({
+            "error": error,
+            "error_description": reason.description(),
+            "request_id": request_id,
+        });
+        let mut response =
+            Response::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed_unsync());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(value) = www_authenticate.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        if matches!(self, Rejection::KeysUnavailable) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if matches!(self, Rejection::MethodNotAllowed) {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+        }
+        if status == StatusCode::BAD_REQUEST {
+            // A malformed request may have left the connection in an unknown state.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(r: Rejection) -> (StatusCode, Option<String>, serde_json::Value) {
+        let resp = r.into_response("rid-1");
+        let www = resp.headers().get(header::WWW_AUTHENTICATE).map(|v| v.to_str().unwrap_or_default().to_owned());
+        let status = resp.status();
+        let body = futures_lite_body(resp);
+        (status, www, body)
+    }
+
+    fn futures_lite_body(resp: Response<ProxyBody>) -> serde_json::Value {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bytes = rt.block_on(async { resp.into_body().collect().await.unwrap().to_bytes() });
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn missing_token_has_no_error_attribute() {
+        let (status, www, body) = parts(Rejection::MissingToken);
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(www.as_deref(), Some("Bearer realm=\"portcullis\""));
+        assert_eq!(body["request_id"], "rid-1");
+    }
+
+    #[test]
+    fn invalid_token_names_the_error() {
+        let (status, www, body) = parts(Rejection::InvalidToken(Reason::Expired));
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            www.as_deref(),
+            Some("Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"token expired\"")
+        );
+        assert_eq!(body["error"], "invalid_token");
+        assert_eq!(body["error_description"], "token expired");
+    }
+
+    #[test]
+    fn statuses_follow_the_spec_table() {
+        let table = [
+            (Rejection::InsufficientScope { scope: "a b".into() }, 403),
+            (Rejection::Forbidden(Reason::ForbiddenGroup), 403),
+            (Rejection::Forbidden(Reason::NoRoute), 403),
+            (Rejection::UnencodableClaim, 403),
+            (Rejection::KeysUnavailable, 503),
+            (Rejection::BadRequest(Reason::AmbiguousPath), 400),
+            (Rejection::MethodNotAllowed, 405),
+            (Rejection::HeaderTooLarge, 431),
+            (Rejection::UpstreamConnect, 502),
+            (Rejection::UpstreamReset, 502),
+            (Rejection::UpstreamProtocol, 502),
+            (Rejection::UpstreamTimeout, 504),
+        ];
+        for (rejection, status) in table {
+            let label = format!("{rejection:?}");
+            assert_eq!(parts(rejection).0.as_u16(), status, "{label}");
+        }
+    }
+
+    #[test]
+    fn insufficient_scope_lists_scopes_and_group_denial_is_plain() {
+        let (_, www, _) = parts(Rejection::InsufficientScope { scope: "openid email".into() });
+        assert_eq!(
+            www.as_deref(),
+            Some("Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"openid email\"")
+        );
+        let (_, www, _) = parts(Rejection::Forbidden(Reason::ForbiddenGroup));
+        assert_eq!(www, None);
+    }
+
+    #[test]
+    fn unavailable_keys_say_when_to_retry() {
+        let resp = Rejection::KeysUnavailable.into_response("x");
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    }
+}

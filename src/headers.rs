@@ -1,0 +1,332 @@
+//! Request and response header rewriting (SPEC §4): the only code that removes client headers
+//! and sets identity headers. [`strip_untrusted`] runs first on every request, on every route;
+//! [`rewrite_for_upstream`] runs last, after the policy issued a [`Permit`], and is the only
+//! place identity is added — so nothing a client sent can pose as identity, and identity only
+//! comes from a token that passed verification for this route.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use crate::config::{self, GroupsFormat};
+use crate::metrics::Metrics;
+use crate::policy::Permit;
+
+/// Client headers whose env-folded name (lower-case, `_` read as `-`) belongs to these families
+/// are removed on arrival. Besides the configured identity headers: forwarding metadata the app
+/// may trust, original-URL headers some frameworks route on, method overrides, and `Proxy`
+/// (httpoxy: CGI turns it into `HTTP_PROXY`).
+const UNTRUSTED: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-real-ip",
+    "x-client-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-envoy-original-path",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "front-end-https",
+    "x-url-scheme",
+    "proxy",
+];
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the proxy-auth pair; never forwarded in either
+/// direction.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// What [`strip_untrusted`] removed, for `stripped_headers_total{kind}`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stripped {
+    pub identity: u32,
+    pub underscore: u32,
+    pub forwarding: u32,
+}
+
+/// Remove every client header that could pose as identity or as trusted proxy metadata. Runs
+/// before anything reads the request (SPEC §4; SECURITY HDR-01..04, HDR-11, RULE-08).
+///
+/// Every header whose name contains `_` is dropped: CGI, WSGI and PHP fold `_` and `-` into the
+/// same variable, so `X-User_Sub` would arrive as `HTTP_X_USER_SUB` (HDR-04).
+pub fn strip_untrusted(headers: &mut HeaderMap, identity: &config::IdentityHeaders, metrics: &Metrics) -> Stripped {
+    let mut stripped = Stripped::default();
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str(); // already lower-case
+        if n.contains('_') {
+            // Underscore spellings of identity headers count as identity attempts.
+            if is_identity(&crate::config::env_name(n), identity) {
+                stripped.identity += headers.get_all(name).iter().count() as u32;
+            } else {
+                stripped.underscore += headers.get_all(name).iter().count() as u32;
+            }
+            doomed.push(name.clone());
+        } else if is_identity(n, identity) {
+            stripped.identity += headers.get_all(name).iter().count() as u32;
+            doomed.push(name.clone());
+        } else if UNTRUSTED.contains(&n) {
+            stripped.forwarding += headers.get_all(name).iter().count() as u32;
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(&name);
+    }
+    for (kind, n) in
+        [("identity", stripped.identity), ("underscore", stripped.underscore), ("forwarding", stripped.forwarding)]
+    {
+        if n > 0 {
+            metrics.stripped_headers_total.with_label_values(&[kind]).inc_by(u64::from(n));
+        }
+    }
+    stripped
+}
+
+fn is_identity(folded: &str, identity: &config::IdentityHeaders) -> bool {
+    folded == identity.sub.as_str()
+        || folded == identity.groups.as_str()
+        || identity.claims.iter().any(|(h, _)| folded == h.as_str())
+}
+
+/// Remove hop-by-hop headers and every header the client's `Connection` names (except `Host`,
+/// which is passed through as received). Runs before identity is added, so a client cannot use
+/// `Connection: X-User-Sub` to remove ours (SECURITY HDR-06).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| *n != header::HOST)
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether the request is a WebSocket handshake (the only upgrade that is forwarded).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade_websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    connection_upgrade && upgrade_websocket
+}
+
+/// Whether the request asks for an h2c upgrade (refused with 405, SECURITY SMUG-08).
+pub fn is_h2c_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key("http2-settings")
+        || headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().to_ascii_lowercase().starts_with("h2c"))
+}
+
+/// Identity headers, encoded once per verified token.
+#[derive(Debug, Clone)]
+pub struct PreparedIdentity {
+    pub sub: HeaderValue,
+    pub groups: HeaderValue,
+    pub claims: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The identity cannot be forwarded: a claim is not printable text, or everything together is
+/// over `limits.max_identity_header_bytes` (never truncated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("identity cannot be encoded as headers")]
+pub struct Unencodable;
+
+/// Encode the identity headers for a verified token.
+pub fn prepare_identity(
+    sub: &str,
+    groups: &[String],
+    claims: &Map<String, Value>,
+    config: &config::IdentityHeaders,
+    max_bytes: usize,
+) -> Result<PreparedIdentity, Unencodable> {
+    let sub = printable(sub).ok_or(Unencodable)?;
+    let groups = match config.groups_format {
+        GroupsFormat::Csv => encode_groups_csv(groups),
+        GroupsFormat::Json => encode_groups_json(groups),
+    };
+    let groups = HeaderValue::from_str(&groups).map_err(|_| Unencodable)?;
+    let mut mapped = Vec::new();
+    for (name, claim) in &config.claims {
+        let text = match claims.get(claim) {
+            None | Some(Value::Null) => continue, // absent claim ⇒ header absent
+            Some(Value::String(s)) => printable(s).ok_or(Unencodable)?,
+            Some(Value::Number(n)) => HeaderValue::from_str(&n.to_string()).map_err(|_| Unencodable)?,
+            Some(Value::Bool(b)) => HeaderValue::from_static(if *b { "true" } else { "false" }),
+            Some(_) => return Err(Unencodable),
+        };
+        mapped.push((name.clone(), text));
+    }
+    let total = config.sub.as_str().len()
+        + sub.len()
+        + config.groups.as_str().len()
+        + groups.len()
+        + mapped.iter().map(|(n, v)| n.as_str().len() + v.len()).sum::<usize>();
+    if total > max_bytes {
+        return Err(Unencodable);
+    }
+    Ok(PreparedIdentity { sub, groups, claims: mapped })
+}
+
+/// Visible ASCII and inner spaces only: what every upstream stack reads the same way. Control
+/// characters (CR/LF/NUL) can never reach a header (SECURITY CLV-04).
+fn printable(s: &str) -> Option<HeaderValue> {
+    if s.is_empty() || s.starts_with(' ') || s.ends_with(' ') || !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    HeaderValue::from_str(s).ok()
+}
+
+/// `csv`: names joined by `,`, each percent-encoded outside `A-Z a-z 0-9 - . _ ~`, so a name
+/// containing `,` cannot forge a second group.
+pub fn encode_groups_csv(groups: &[String]) -> String {
+    let mut out = String::new();
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for b in g.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// `json`: a JSON array with every non-ASCII or control character `\u`-escaped.
+pub fn encode_groups_json(groups: &[String]) -> String {
+    let mut out = String::from("[");
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in g.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
+                c => {
+                    let mut buf = [0u16; 2];
+                    for unit in c.encode_utf16(&mut buf) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+            }
+        }
+        out.push('"');
+    }
+    out.push(']');
+    out
+}
+
+/// Everything the upstream request needs besides the permit.
+pub struct Forwarding<'a> {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub request_id: &'a HeaderValue,
+    pub identity: &'a config::IdentityHeaders,
+    /// Credential headers to drop (custom header sources) unless `forward_token`.
+    pub credential_headers: &'a [HeaderName],
+}
+
+/// Final rewrite before forwarding: hop-by-hop removal, then credential removal, then the
+/// forwarding headers, then exactly one of each identity header from the permit.
+pub fn rewrite_for_upstream(headers: &mut HeaderMap, permit: &Permit, f: &Forwarding<'_>) {
+    strip_hop_by_hop(headers);
+    // Framing is recomputed by hyper from the body; client framing is never copied (SMUG-01).
+    headers.remove(header::CONTENT_LENGTH);
+    // `Expect` was answered (or not) by Portcullis itself.
+    headers.remove(header::EXPECT);
+    if !f.identity.forward_token {
+        // The app never sees the credential unless it asked for it (SECURITY TOK-05).
+        headers.remove(header::AUTHORIZATION);
+        for name in f.credential_headers {
+            headers.remove(name);
+        }
+    }
+
+    let peer_ip = f.peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {peer_ip}"),
+        None => peer_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if f.tls { "https" } else { "http" }));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", host);
+    }
+    headers.insert("x-request-id", f.request_id.clone());
+
+    // `insert` replaces every previous value: exactly one field line each (SECURITY HDR-03).
+    if let Some(id) = permit.identity() {
+        headers.insert(f.identity.sub.clone(), id.sub.clone());
+        headers.insert(f.identity.groups.clone(), id.groups.clone());
+        for (name, value) in &id.claims {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Response headers: hop-by-hop and `Connection`-named removed, request id echoed.
+pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue, keep_upgrade: bool) {
+    if keep_upgrade {
+        // A 101 for a WebSocket handshake keeps `Connection: upgrade` + `Upgrade`.
+        let upgrade = headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(headers);
+        if let Some(u) = upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, u);
+        }
+    } else {
+        strip_hop_by_hop(headers);
+    }
+    headers.insert("x-request-id", request_id.clone());
+}
+
+#[cfg(test)]
+mod tests;

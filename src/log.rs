@@ -1,0 +1,67 @@
+//! Logging setup and the helpers that keep attacker-controlled text safe in logs: values are
+//! escaped by the formatter (JSON or `Debug`-quoted text) and truncated here, so a client cannot
+//! forge log lines or flood them (SECURITY OBS-02). Tokens are never passed to the logger at
+//! all: callers log reasons, never credentials (OBS-01).
+
+use std::fmt;
+
+/// The longest attacker-controlled value written to a log line.
+pub const MAX_LOGGED_CHARS: usize = 256;
+
+/// A value shortened to at most `MAX_LOGGED_CHARS` characters, with control characters
+/// replaced, for `%` display in log fields.
+pub struct Truncated<'a>(&'a str);
+
+pub fn truncate(s: &str) -> Truncated<'_> {
+    Truncated(s)
+}
+
+impl fmt::Display for Truncated<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (count, c) in self.0.chars().enumerate() {
+            if count == MAX_LOGGED_CHARS {
+                return f.write_str("…");
+            }
+            if c.is_control() {
+                write!(f, "\\u{{{:x}}}", c as u32)?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+/// Install the global subscriber. `RUST_LOG` wins over `level` when set.
+pub fn init(format: Format, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        Format::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        Format::Text => builder.with_ansi(false).try_init(),
+    };
+    // A second init (tests, demo) keeps the first subscriber.
+    let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_and_neutralises_control_characters() {
+        let forged = "a\n{\"level\":\"info\"}\u{1b}[31m";
+        let shown = truncate(forged).to_string();
+        assert!(!shown.contains('\n'));
+        assert!(!shown.contains('\u{1b}'));
+        let long = "x".repeat(10_000);
+        assert_eq!(truncate(&long).to_string().chars().count(), MAX_LOGGED_CHARS + 1);
+    }
+}
