@@ -329,8 +329,10 @@ fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
     let admin_listen = field(r, &m, "admin_listen", "", Some(SocketAddr::from(([127, 0, 0, 1], 9901))), |r, n, p| {
         Some(socket_addr(r, n, p))
     });
+    // Port 0 asks the OS for a fresh port each time, so two `:0` listeners never collide.
     if let (Some(a), Some(b)) = (listen, admin_listen)
         && a == b
+        && a.port() != 0
         && let Some(n) = m.get("admin_listen")
     {
         r.error(
