@@ -10,5 +10,3 @@ echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
-echo "== cargo test --doc"
-cargo test --locked --doc
