@@ -13,13 +13,15 @@ use crate::config::{self, GroupsFormat};
 use crate::metrics::Metrics;
 use crate::policy::Permit;
 
+/// `X-Forwarded-For` is not in this list: per SPEC §4 the peer address is appended to the
+/// client's value, so apps that trust only the right-most entries keep working.
+///
 /// Client headers whose env-folded name (lower-case, `_` read as `-`) belongs to these families
 /// are removed on arrival. Besides the configured identity headers: forwarding metadata the app
 /// may trust, original-URL headers some frameworks route on, method overrides, and `Proxy`
 /// (httpoxy: CGI turns it into `HTTP_PROXY`).
 const UNTRUSTED: &[&str] = &[
     "forwarded",
-    "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",

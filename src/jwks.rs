@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 pub struct Key {
     pub kid: String,
     pub decoding: DecodingKey,
+    /// The raw modulus and exponent, to recognise an unchanged key across refreshes.
+    material: (Vec<u8>, Vec<u8>),
 }
 
 impl std::fmt::Debug for Key {
@@ -136,7 +138,8 @@ pub fn parse(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
         if kid.is_empty() || kid.len() > 256 {
             continue;
         }
-        let key = Key { kid: kid.to_owned(), decoding: DecodingKey::from_rsa_raw_components(&modulus, &exponent) };
+        let decoding = DecodingKey::from_rsa_raw_components(&modulus, &exponent);
+        let key = Key { kid: kid.to_owned(), decoding, material: (modulus, exponent) };
         if keys.insert(kid.to_owned(), Arc::new(key)).is_some() {
             return Err(FetchError::Parse(format!("duplicate kid {kid:?}")));
         }
@@ -293,8 +296,19 @@ impl IssuerKeys {
         };
         self.metrics.jwks_fetch_total.with_label_values(&[&self.name, label]).inc();
         match result {
-            Ok(set) => {
+            Ok(mut set) => {
                 let previous = self.current.load_full();
+                // Keep the same `Arc<Key>` for keys that did not change, so verified tokens
+                // cached under them stay valid across a refresh.
+                if let Some(prev) = previous.as_ref() {
+                    for (kid, key) in set.keys.iter_mut() {
+                        if let Some(old) = prev.set.keys.get(kid)
+                            && old.material == key.material
+                        {
+                            *key = old.clone();
+                        }
+                    }
+                }
                 log_rotation(&self.name, previous.as_ref().map(|c| &*c.set), &set);
                 self.metrics.jwks_keys.with_label_values(&[&self.name]).set(set.len() as i64);
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);

@@ -135,6 +135,7 @@ async fn pipeline(
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Permit), Rejection> {
     check_method(&req)?;
+    check_host(&req)?;
     // Before anything reads the request: no client header may pose as identity (SPEC §4).
     headers::strip_untrusted(req.headers_mut(), &rt.config.identity, &shared.metrics);
 
@@ -181,6 +182,29 @@ fn check_method(req: &Request<Incoming>) -> Result<(), Rejection> {
     }
     if headers::is_h2c_upgrade(req.headers()) {
         return Err(Rejection::MethodNotAllowed);
+    }
+    Ok(())
+}
+
+/// HTTP/1.1 needs exactly one `Host`, and any `Host` must be a plain `host[:port]`: it is passed
+/// to the app and into `X-Forwarded-Host`, which apps use to build absolute URLs (RFC 9112 §3.2;
+/// SECURITY SMUG-11).
+fn check_host(req: &Request<Incoming>) -> Result<(), Rejection> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() || (host.is_none() && req.version() == Version::HTTP_11) {
+        return Err(Rejection::BadRequest(Reason::BadRequest));
+    }
+    if let Some(h) = host {
+        let valid = h
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && !s.contains(['@', '/', '\\', '?', '#']))
+            .and_then(|s| s.parse::<http::uri::Authority>().ok())
+            .is_some();
+        if !valid {
+            return Err(Rejection::BadRequest(Reason::BadRequest));
+        }
     }
     Ok(())
 }
@@ -264,6 +288,8 @@ async fn forward(
         UpstreamError::Reset => Rejection::UpstreamReset,
         UpstreamError::Timeout => Rejection::UpstreamTimeout,
         UpstreamError::Protocol => Rejection::UpstreamProtocol,
+        // The client's own body failed (bad chunking, stalled upload): its fault, not the app's.
+        UpstreamError::ClientBody => Rejection::BadRequest(Reason::BadRequest),
     })?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {

@@ -26,6 +26,9 @@ pub enum UpstreamError {
     Reset,
     Timeout,
     Protocol,
+    /// The request body from the client failed while being forwarded (malformed chunking, idle
+    /// timeout, client gone): a client error, not an upstream one.
+    ClientBody,
 }
 
 impl UpstreamError {
@@ -35,6 +38,7 @@ impl UpstreamError {
             UpstreamError::Reset => "reset",
             UpstreamError::Timeout => "timeout",
             UpstreamError::Protocol => "protocol",
+            UpstreamError::ClientBody => "client_body",
         }
     }
 }
@@ -187,6 +191,10 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            // `is_user` here means our request body (the client's stream) yielded an error.
+            if h.is_user() {
+                return UpstreamError::ClientBody;
+            }
             if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
                 return UpstreamError::Protocol;
             }
