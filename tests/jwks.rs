@@ -10,17 +10,9 @@ use portcullis::issuer::LocalIssuer;
 use serde_json::{Value, json};
 use support::*;
 
-const ROUTES: &str = r#"routes:
-  - name: public
-    path: /public/**
-    auth: none
-  - name: api
-    path: /api/**
-"#;
-
 /// A config whose refresher runs every 200 ms.
 fn fast_refresh() -> String {
-    config("access", &format!("jwks:\n  refresh_interval: 200ms\n{ROUTES}"))
+    config("access", &format!("jwks:\n  refresh_interval: 200ms\n{PUBLIC_AND_API}"))
 }
 
 fn fetches(p: &Proxy, result: &str) -> f64 {
@@ -36,7 +28,7 @@ fn mint_with_kid(p: &Proxy, key: &LocalIssuer, kid: &str) -> String {
 /// and a flood of unknown kids inside the cooldown causes at most one more.
 #[tokio::test]
 async fn rotated_in_key_costs_one_fetch_and_unknown_kid_flood_at_most_one_more() {
-    let p = start_proxy(&config("access", ROUTES)).await;
+    let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
     assert_eq!(p.get("/api/x", Some(&p.mint_access("alice", &[], "openid"))).await.status(), 200);
     let k2 = LocalIssuer::generate("k2").expect("key");
     p.jwks.set_keys(json!({"keys": [p.issuer.jwk(), k2.jwk()]}));
@@ -67,7 +59,7 @@ async fn rotated_in_key_costs_one_fetch_and_unknown_kid_flood_at_most_one_more()
 /// SECURITY DOS-05: on a fresh cache, a concurrent flood of unknown kids shares one fetch.
 #[tokio::test]
 async fn concurrent_unknown_kids_share_one_refetch() {
-    let p = start_proxy(&config("access", ROUTES)).await;
+    let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
     let before = p.jwks.hits();
     let tokens: Vec<String> =
         (0..50).map(|i| mint_with_kid(&p, &p.issuer, &format!("random-{i}-{:x}", rand::random::<u64>()))).collect();
@@ -81,7 +73,7 @@ async fn concurrent_unknown_kids_share_one_refetch() {
 /// non-200, oversized, garbage) never takes valid tokens down, and each failure is metered by kind.
 #[tokio::test]
 async fn valid_tokens_keep_working_while_the_jwks_endpoint_fails() {
-    let yaml = config("access", &format!("jwks:\n  refresh_interval: 200ms\n  fetch_timeout: 500ms\n{ROUTES}"));
+    let yaml = config("access", &format!("jwks:\n  refresh_interval: 200ms\n  fetch_timeout: 500ms\n{PUBLIC_AND_API}"));
     let p = start_proxy(&yaml).await;
     let modes: Vec<(Mode, &str)> = vec![
         (Mode::Down, "connect"),
@@ -116,7 +108,7 @@ async fn valid_tokens_keep_working_while_the_jwks_endpoint_fails() {
 /// SECURITY JWKS-02: past `max_stale` the last good keys are no longer trusted: fail closed.
 #[tokio::test]
 async fn keys_stale_past_max_stale_fail_closed_with_503() {
-    let yaml = config("access", &format!("jwks:\n  refresh_interval: 200ms\n  max_stale: 1s\n{ROUTES}"));
+    let yaml = config("access", &format!("jwks:\n  refresh_interval: 200ms\n  max_stale: 1s\n{PUBLIC_AND_API}"));
     let p = start_proxy(&yaml).await;
     assert_eq!(p.get("/api/x", Some(&p.mint_access("alice", &[], "openid"))).await.status(), 200);
     p.jwks.set_mode(Mode::Status(503));
@@ -227,7 +219,7 @@ async fn jwks_keys_with_wrong_use_alg_or_size_are_skipped() {
     rs512_jwk["alg"] = json!("RS512");
     let weak = weak_jwk(&rs512, "k-weak", 128);
     let keys = json!({"keys": [enc_jwk, good.jwk(), rs512_jwk, weak]});
-    let p = setup(&config("access", ROUTES)).jwks_keys(keys).start().await;
+    let p = setup(&config("access", PUBLIC_AND_API)).jwks_keys(keys).start().await;
     p.wait_ready().await;
     assert_eq!(p.metric("portcullis_jwks_keys", &[("issuer", "main")]), 1.0);
     // The harness issuer is not `good`: sign with the keys from the set directly.

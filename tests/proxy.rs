@@ -13,14 +13,6 @@ use portcullis::issuer::{LocalIssuer, now};
 use serde_json::{Value, json};
 use support::*;
 
-const PUBLIC_AND_API: &str = r#"routes:
-  - name: public
-    path: /public/**
-    auth: none
-  - name: api
-    path: /api/**
-"#;
-
 fn www(resp: &reqwest::Response) -> Option<String> {
     resp.headers().get("www-authenticate").map(|v| v.to_str().expect("ascii").to_owned())
 }

@@ -850,3 +850,12 @@ pub fn with_upstream_opts(yaml: &str, lines: &[&str]) -> String {
     }
     yaml.replacen("  url: \"@UPSTREAM@\"\n", &format!("  url: \"@UPSTREAM@\"\n{extra}"), 1)
 }
+
+/// A public subtree and a protected one, the route table most tests share.
+pub const PUBLIC_AND_API: &str = r#"routes:
+  - name: public
+    path: /public/**
+    auth: none
+  - name: api
+    path: /api/**
+"#;
