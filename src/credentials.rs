@@ -35,7 +35,7 @@ const AMPLIFY_PREFIX: &str = "CognitoIdentityServiceProvider.";
 pub fn extract(
     headers: &HeaderMap,
     sources: &[CredentialSource],
-    client_ids: &[&str],
+    client_ids: &[String],
 ) -> Result<Found, CredentialError> {
     let mut tokens: Vec<String> = Vec::new();
     for source in sources {
@@ -137,7 +137,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Result<Vec<String>, CredentialErro
 
 /// Amplify `CookieStorage`: `CognitoIdentityServiceProvider.<client>.<user>.accessToken|idToken`,
 /// with `…<client>.LastAuthUser` naming the user when several are present.
-fn amplify(headers: &HeaderMap, client_ids: &[&str]) -> Result<Vec<String>, CredentialError> {
+fn amplify(headers: &HeaderMap, client_ids: &[String]) -> Result<Vec<String>, CredentialError> {
     let mut out: Vec<String> = Vec::new();
     for client in client_ids {
         let prefix = format!("{AMPLIFY_PREFIX}{client}.");
@@ -193,7 +193,7 @@ fn amplify(headers: &HeaderMap, client_ids: &[&str]) -> Result<Vec<String>, Cred
 }
 
 /// Remove the credential cookies from `Cookie`, keeping the app's other cookies.
-pub fn strip_credential_cookies(headers: &mut HeaderMap, sources: &[CredentialSource], client_ids: &[&str]) {
+pub fn strip_credential_cookies(headers: &mut HeaderMap, sources: &[CredentialSource], client_ids: &[String]) {
     let is_credential = |name: &str| {
         sources.iter().any(|s| match s {
             CredentialSource::Cookie(n) => n == name,
@@ -314,11 +314,11 @@ mod tests {
             "cookie",
             &format!("{p}.alice.accessToken={T}; {p}.bob.accessToken=eyJo.eyJw.c2ln; {p}.LastAuthUser=alice"),
         )]);
-        assert_eq!(extract(&headers, &amp, &["client1"]), Ok(Found::One(T.into())));
+        assert_eq!(extract(&headers, &amp, &["client1".to_owned()]), Ok(Found::One(T.into())));
         let headers = h(&[("cookie", &format!("{p}.alice.accessToken={T}; {p}.bob.accessToken=eyJo.eyJw.c2ln"))]);
-        assert_eq!(extract(&headers, &amp, &["client1"]), Err(CredentialError::Ambiguous));
+        assert_eq!(extract(&headers, &amp, &["client1".to_owned()]), Err(CredentialError::Ambiguous));
         // Unconfigured client ids are ignored.
-        assert_eq!(extract(&headers, &amp, &["other"]), Ok(Found::None));
+        assert_eq!(extract(&headers, &amp, &["other".to_owned()]), Ok(Found::None));
     }
 
     #[test]

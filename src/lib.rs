@@ -47,6 +47,7 @@ pub struct Runtime {
     /// Header credential sources, removed before forwarding unless `forward_token`.
     pub credential_headers: Vec<HeaderName>,
     client_ids: Vec<String>,
+    issuer_names: Vec<String>,
     refreshers: Vec<tokio::task::AbortHandle>,
 }
 
@@ -94,17 +95,20 @@ impl Runtime {
             upstream: Upstream::new(&config.upstream),
             credential_headers,
             client_ids,
+            issuer_names: config.issuers.iter().map(|i| i.name.clone()).collect(),
             refreshers,
             config,
         })
     }
 
-    pub fn client_id_refs(&self) -> Vec<&str> {
-        self.client_ids.iter().map(String::as_str).collect()
+    /// Every configured app client id (for Amplify cookie names).
+    pub fn client_ids(&self) -> &[String] {
+        &self.client_ids
     }
 
-    pub fn issuer_names(&self) -> Vec<&str> {
-        self.config.issuers.iter().map(|i| i.name.as_str()).collect()
+    /// Issuer names by index (for `require.issuers`).
+    pub fn issuer_names(&self) -> &[String] {
+        &self.issuer_names
     }
 
     /// Every issuer has usable keys.

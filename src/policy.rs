@@ -52,7 +52,7 @@ impl Permit {
 
 /// Decide whether a request on `route` may pass. `issuers` are the configured issuer names by
 /// index, for `require.issuers`.
-pub fn decide(route: &Route, authn: Authn, issuer_names: &[&str]) -> Result<Permit, Rejection> {
+pub fn decide(route: &Route, authn: Authn, issuer_names: &[String]) -> Result<Permit, Rejection> {
     let config = &route.config;
     let outcome = evaluate(config.auth, &config.require, authn, issuer_names);
     match (outcome, config.mode) {
@@ -73,7 +73,7 @@ pub fn decide(route: &Route, authn: Authn, issuer_names: &[&str]) -> Result<Perm
 
 type Denial = (Rejection, Option<Arc<Verified>>);
 
-fn evaluate(auth: AuthMode, require: &Require, authn: Authn, issuer_names: &[&str]) -> Result<Permit, Denial> {
+fn evaluate(auth: AuthMode, require: &Require, authn: Authn, issuer_names: &[String]) -> Result<Permit, Denial> {
     let public = || Permit { identity: None, decision: Decision::Public, reason: Reason::Public };
     let verified = match (auth, authn) {
         (AuthMode::None, _) | (_, Authn::Skipped) => return Ok(public()),
@@ -98,14 +98,14 @@ fn evaluate(auth: AuthMode, require: &Require, authn: Authn, issuer_names: &[&st
 
 /// Every `require` condition, in a fixed order: token kind and issuer (401, the token is not
 /// valid for this route), then scopes, groups, claims (403).
-fn check(require: &Require, v: &Verified, issuer_names: &[&str]) -> Result<(), Rejection> {
+fn check(require: &Require, v: &Verified, issuer_names: &[String]) -> Result<(), Rejection> {
     if let Some(want) = require.token_use
         && !want.admits(v.token_use)
     {
         return Err(Rejection::InvalidToken(Reason::BadTokenUse));
     }
     if let Some(allowed) = &require.issuers {
-        let name = issuer_names.get(v.issuer).copied().unwrap_or_default();
+        let name = issuer_names.get(v.issuer).map(String::as_str).unwrap_or_default();
         if !allowed.iter().any(|a| a == name) {
             return Err(Rejection::InvalidToken(Reason::BadIss));
         }

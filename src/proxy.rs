@@ -149,7 +149,7 @@ async fn pipeline(
     log.route = Some(route.name().to_owned());
 
     let authn = authenticate(rt, route.config.auth, &req).await?;
-    let permit = policy::decide(route, authn, &rt.issuer_names())?;
+    let permit = policy::decide(route, authn, rt.issuer_names())?;
     log.sub = permit.verified().map(|v| v.sub.clone());
     let auth_elapsed = log.start.elapsed();
     log.auth = Some(auth_elapsed);
@@ -223,7 +223,7 @@ async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> 
     if rt.config.cors_preflight == CorsPreflight::Pass && is_preflight(req) {
         return Ok(Authn::Skipped);
     }
-    let found = match credentials::extract(req.headers(), &rt.config.credentials, &rt.client_id_refs()) {
+    let found = match credentials::extract(req.headers(), &rt.config.credentials, rt.client_ids()) {
         Ok(found) => found,
         Err(CredentialError::Ambiguous) => return Err(Rejection::BadRequest(Reason::MalformedToken)),
         Err(CredentialError::Malformed) => return Ok(Authn::Invalid(TokenError::Malformed("credential"))),
@@ -260,7 +260,7 @@ async fn forward(
         parts.headers.insert(header::HOST, v);
     }
     if !rt.config.identity.forward_token {
-        credentials::strip_credential_cookies(&mut parts.headers, &rt.config.credentials, &rt.client_id_refs());
+        credentials::strip_credential_cookies(&mut parts.headers, &rt.config.credentials, rt.client_ids());
     }
     let forwarding = Forwarding {
         peer: conn.peer,
