@@ -4,6 +4,7 @@
 //! decision, and identity headers only ever come from a token this function accepted. Route
 //! decisions are never cached.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{AuthMode, Mode, Require};
@@ -110,12 +111,14 @@ fn check(require: &Require, v: &Verified, issuer_names: &[String]) -> Result<(),
             return Err(Rejection::InvalidToken(Reason::BadIss));
         }
     }
-    let expand = |s: &str| -> String {
-        if s.contains("${client_id}") { s.replace("${client_id}", &v.client_id) } else { s.to_owned() }
+    // Requirement strings are expanded once each; only templated ones allocate.
+    let id = v.client_id.as_str();
+    let has_scope = |want: &str| {
+        let want = expand(want, id);
+        v.scopes().any(|s| s == want)
     };
-    let has_scope = |want: &str| v.scopes().any(|s| s == expand(want));
     let scope_denial = |list: &[String]| Rejection::InsufficientScope {
-        scope: list.iter().map(|s| expand(s)).collect::<Vec<_>>().join(" "),
+        scope: list.iter().map(|s| expand(s, id)).collect::<Vec<_>>().join(" "),
     };
     if let Some(any) = &require.scopes_any
         && !any.iter().any(|s| has_scope(s))
@@ -128,7 +131,10 @@ fn check(require: &Require, v: &Verified, issuer_names: &[String]) -> Result<(),
         return Err(scope_denial(all));
     }
     // Group names are compared exactly and case-sensitively (SECURITY CLV-08).
-    let in_group = |want: &str| v.groups.iter().any(|g| *g == expand(want));
+    let in_group = |want: &str| {
+        let want = expand(want, id);
+        v.groups.iter().any(|g| *g == want)
+    };
     if let Some(any) = &require.groups_any
         && !any.iter().any(|g| in_group(g))
     {
@@ -141,7 +147,7 @@ fn check(require: &Require, v: &Verified, issuer_names: &[String]) -> Result<(),
     }
     for (claim, allowed) in &require.claims {
         let ok = match v.claims.get(claim) {
-            Some(serde_json::Value::String(actual)) => allowed.iter().any(|a| expand(a) == *actual),
+            Some(serde_json::Value::String(actual)) => allowed.iter().any(|a| expand(a, id) == actual.as_str()),
             // Only string claims can satisfy a claim rule; no coercion of numbers or booleans.
             _ => false,
         };
@@ -150,4 +156,9 @@ fn check(require: &Require, v: &Verified, issuer_names: &[String]) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// `${client_id}` replaced by the verified token's client id; no allocation without a template.
+fn expand<'a>(s: &'a str, client_id: &str) -> Cow<'a, str> {
+    if s.contains("${client_id}") { Cow::Owned(s.replace("${client_id}", client_id)) } else { Cow::Borrowed(s) }
 }

@@ -256,9 +256,9 @@ impl Verifier {
         }
 
         let client_ids = &issuer.config.client_ids;
-        let client_id = match token_use {
+        let client_id = if token_use == TokenUse::Access {
             // A Cognito access token has no `aud`; `client_id` names the app client.
-            TokenUse::Access => match claims.get("client_id") {
+            match claims.get("client_id") {
                 Some(Value::String(c)) => {
                     client_ids.iter().find(|id| *id == c).cloned().ok_or(TokenError::BadClient)?
                 }
@@ -267,9 +267,9 @@ impl Verifier {
                 // access token without `client_id` is not a Cognito access token.
                 None if !issuer.config.cognito => audience_match(&claims, client_ids)?,
                 None => return Err(TokenError::BadClient),
-            },
-            TokenUse::Id => audience_match(&claims, client_ids)?,
-            TokenUse::Any => unreachable_any(),
+            }
+        } else {
+            audience_match(&claims, client_ids)?
         };
 
         let sub = match claims.get("sub") {
@@ -299,11 +299,6 @@ impl Verifier {
         let identity = headers::prepare_identity(&sub, &groups, &claims, &self.identity, self.max_identity_bytes);
         Ok(Verified { issuer: index, token_use, sub, client_id, groups, scope, claims, exp, identity, key })
     }
-}
-
-fn unreachable_any() -> String {
-    // `token_use` was parsed as access or id just above; `Any` is only a config setting.
-    String::new()
 }
 
 fn now() -> Result<f64, TokenError> {
