@@ -290,14 +290,20 @@ pub fn rewrite_for_upstream(headers: &mut HeaderMap, permit: &Permit, f: &Forwar
         }
     }
 
+    // Every client line is kept, in order, as one list with the peer last; values that are not
+    // visible ASCII are dropped rather than forwarded (SPEC §4).
     let peer_ip = f.peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {peer_ip}"),
-        None => peer_ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
+    let mut xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    xff.push(&peer_ip);
+    let value = HeaderValue::from_str(&xff.join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_str(&peer_ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")));
+    headers.insert("x-forwarded-for", value);
     headers.insert("x-forwarded-proto", HeaderValue::from_static(if f.tls { "https" } else { "http" }));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", host);

@@ -1154,3 +1154,17 @@ routes:
     let result = portcullis::config::parse(yaml, "test.yaml", &|_| None);
     assert!(result.is_ok(), "{:?}", result.err().map(|e| e.messages));
 }
+
+/// SPEC §4: `X-Forwarded-For` keeps every client line, in order, as one field with the peer
+/// address appended last.
+#[tokio::test]
+async fn forwarded_for_keeps_every_client_line_and_appends_the_peer() {
+    let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
+    let resp = raw_response(
+        p.proxy_addr,
+        b"GET /public/x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.1\r\nX-Forwarded-For: 198.51.100.2, 10.0.0.3\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(p.echo.last().all("x-forwarded-for"), vec!["203.0.113.1, 198.51.100.2, 10.0.0.3, 127.0.0.1"]);
+}
