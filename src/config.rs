@@ -817,6 +817,16 @@ fn credentials(r: &mut Reader, n: &Node) -> Option<Vec<CredentialSource>> {
                     }),
                     Some("header") => {
                         r.string(v, &join(&p, "header")).and_then(|h| match HeaderName::try_from(h.as_str()) {
+                            // Every client header containing `_` is dropped on arrival (SECURITY
+                            // HDR-04), so such a source could never yield a token.
+                            Ok(_) if h.contains('_') => {
+                                r.error(
+                                    v.span,
+                                    &join(&p, "header"),
+                                    format!("`{h}`: header names with `_` are dropped on arrival; use `-`"),
+                                );
+                                None
+                            }
                             Ok(name) if name != http::header::AUTHORIZATION && name != http::header::COOKIE => {
                                 Some(CredentialSource::Header(name))
                             }
@@ -956,13 +966,9 @@ fn identity(r: &mut Reader, n: &Node) -> Option<IdentityHeaders> {
     let mut ok = true;
     if let Some(cn) = m.get("claims") {
         let cp = "identity_headers.claims";
-        match r.map(cn, cp, &[]) {
-            // `map` with no known keys would report every key; free-form maps are read via keys().
-            Some(_) => {}
-            None => ok = false,
-        }
-        if let yaml::Value::Map(entries) = &cn.value {
-            for (k, v) in entries {
+        // An empty `known` list means free-form keys (header names chosen by the user).
+        if let Some(view) = r.map(cn, cp, &[]) {
+            for (k, v) in view.entries() {
                 let header = identity_header_name(r, k, cp);
                 let claim = r.string(v, &format!("{cp}.{}", key_text(k)));
                 match (header, claim) {
@@ -974,6 +980,8 @@ fn identity(r: &mut Reader, n: &Node) -> Option<IdentityHeaders> {
                     _ => ok = false,
                 }
             }
+        } else {
+            ok = false;
         }
     }
     let (sub, groups) = (sub?, groups?);

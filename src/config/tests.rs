@@ -244,6 +244,8 @@ fn credentials_sources_parse() {
         ]
     );
     assert_error(&format!("{BASE}credentials:\n  - query\n"), "16:5", "not a credential source");
+    // Underscore headers are stripped before credentials are read: refuse, don't silently ignore.
+    assert_error(&format!("{BASE}credentials:\n  - header: access_token\n"), "16:13", "dropped on arrival");
 }
 
 #[test]
