@@ -20,3 +20,4 @@ echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
+echo "== end-to-end: real Cognito emulators, frameworks and browser (tests/e2e/run.sh)"; bash tests/e2e/run.sh
