@@ -359,6 +359,10 @@ fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         Some(n) => credentials(r, n),
         None => Some(vec![CredentialSource::Bearer { allow_raw: false }]),
     };
+    // Two sources, or Amplify's two cookies, can present an id+access pair (SPEC §2).
+    let pairs_possible = credentials
+        .as_ref()
+        .is_none_or(|c| c.len() > 1 || c.iter().any(|s| matches!(s, CredentialSource::AmplifyCookie)));
     let identity = match m.get("identity_headers") {
         Some(n) => identity(r, n),
         None => Some(default_identity()),
@@ -385,7 +389,7 @@ fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
     };
     let routes = required(r, &m, "routes", "").and_then(|n| {
         let issuer_list = issuers.as_deref().unwrap_or(&[]);
-        routes(r, n, issuer_list, case_insensitive.unwrap_or(false))
+        routes(r, n, issuer_list, case_insensitive.unwrap_or(false), pairs_possible)
     });
     if let (Some(id), Some(creds)) = (&identity, &credentials) {
         for c in creds {
@@ -1043,7 +1047,7 @@ fn limits(r: &mut Reader, n: &Node) -> Option<Limits> {
     Some(l)
 }
 
-fn routes(r: &mut Reader, n: &Node, issuers: &[Issuer], case_insensitive: bool) -> Option<Vec<Route>> {
+fn routes(r: &mut Reader, n: &Node, issuers: &[Issuer], case_insensitive: bool, pairs: bool) -> Option<Vec<Route>> {
     let items = r.seq(n, "routes")?;
     if items.is_empty() {
         r.error(n.span, "routes", "at least one route is required (unmatched requests are denied)");
@@ -1054,7 +1058,7 @@ fn routes(r: &mut Reader, n: &Node, issuers: &[Issuer], case_insensitive: bool) 
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("routes[{i}]");
-        let Some(route) = route(r, item, &p, issuers) else {
+        let Some(route) = route(r, item, &p, issuers, pairs) else {
             ok = false;
             continue;
         };
@@ -1124,7 +1128,7 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     }
 }
 
-fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer]) -> Option<Route> {
+fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> Option<Route> {
     let m = r.map(n, p, ROUTE_KEYS)?;
     let name = required(r, &m, "name", p).and_then(|n| {
         let s = r.string(n, &join(p, "name"))?;
@@ -1201,7 +1205,7 @@ fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer]) -> Option<Route>
                 );
                 None
             } else {
-                require(r, rn, &join(p, "require"), issuers)
+                require(r, rn, &join(p, "require"), issuers, pairs)
             }
         }
         None => Some(Require::default()),
@@ -1253,7 +1257,7 @@ fn check_template(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn require(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer]) -> Option<Require> {
+fn require(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> Option<Require> {
     let m = r.map(n, p, REQUIRE_KEYS)?;
     let scopes_any = template_list(r, &m, "scopes_any", p, true);
     let scopes_all = template_list(r, &m, "scopes_all", p, true);
@@ -1324,9 +1328,11 @@ fn require(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer]) -> Option<Requ
         return None;
     }
     // A route narrowed to a token use that an admitted issuer never accepts could never pass
-    // for that issuer's tokens — almost certainly a mistake (SPEC §2 `require.token_use`).
+    // for that issuer's tokens — almost certainly a mistake (SPEC §2 `require.token_use`) —
+    // unless the credentials can carry an id+access pair, which satisfies either use.
     if let Some(want) = require.token_use
         && want != TokenUse::Any
+        && !pairs
     {
         for iss in issuers {
             let admitted = require.issuers.as_ref().is_none_or(|names| names.contains(&iss.name));

@@ -101,7 +101,7 @@ fn evaluate(auth: AuthMode, require: &Require, authn: Authn, issuer_names: &[Str
 /// valid for this route), then scopes, groups, claims (403).
 fn check(require: &Require, v: &Verified, issuer_names: &[String]) -> Result<(), Rejection> {
     if let Some(want) = require.token_use
-        && !want.admits(v.token_use)
+        && !v.satisfies_use(want)
     {
         return Err(Rejection::InvalidToken(Reason::BadTokenUse));
     }

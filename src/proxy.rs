@@ -27,7 +27,7 @@ use crate::error::{Decision, Reason, Rejection};
 use crate::headers::{self, Forwarding};
 use crate::policy::{self, Authn, Permit};
 use crate::upstream::UpstreamError;
-use crate::verify::{TokenError, UseRule};
+use crate::verify::{PairError, TokenError, UseRule};
 use crate::{Runtime, Shared, path};
 
 /// Facts about the downstream connection.
@@ -234,9 +234,13 @@ async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> 
             Ok(v) => Authn::Verified(v),
             Err(e) => Authn::Invalid(e),
         },
-        // Two different tokens: id+access pairing is not enabled in this build, and anything
-        // ambiguous is refused rather than guessed (SPEC §2 "Credentials").
-        Found::Two(..) => return Err(Rejection::BadRequest(Reason::MalformedToken)),
+        // Two different tokens: an id+access pair, or ambiguous — refused rather than guessed
+        // (SPEC §2 "Credentials").
+        Found::Two(a, b) => match rt.verifier.verify_pair(&a, &b).await {
+            Ok(v) => Authn::Verified(v),
+            Err(PairError::NotAPair) => return Err(Rejection::BadRequest(Reason::MalformedToken)),
+            Err(PairError::Token(e)) => Authn::Invalid(e),
+        },
     })
 }
 

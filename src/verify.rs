@@ -75,6 +75,8 @@ pub struct Verified {
     /// Index of the issuer in the config snapshot that verified it.
     pub issuer: usize,
     pub token_use: TokenUse,
+    /// An id+access pair (SPEC §2): it satisfies a route's `token_use` whichever it names.
+    pub paired: bool,
     pub sub: String,
     /// The configured client id this token was issued to (`client_id`, or the matching `aud`).
     pub client_id: String,
@@ -89,6 +91,11 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Whether this identity satisfies a route's `token_use` requirement.
+    pub fn satisfies_use(&self, want: TokenUse) -> bool {
+        self.paired || want.admits(self.token_use)
+    }
+
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split(' ').filter(|s| !s.is_empty())
     }
@@ -297,7 +304,19 @@ impl Verifier {
             Some(_) => return Err(TokenError::BadClaim("scope must be a string")),
         };
         let identity = headers::prepare_identity(&sub, &groups, &claims, &self.identity, self.max_identity_bytes);
-        Ok(Verified { issuer: index, token_use, sub, client_id, groups, scope, claims, exp, identity, key })
+        Ok(Verified {
+            issuer: index,
+            token_use,
+            paired: false,
+            sub,
+            client_id,
+            groups,
+            scope,
+            claims,
+            exp,
+            identity,
+            key,
+        })
     }
 }
 
@@ -417,6 +436,9 @@ fn check_header(header: &Map<String, Value>) -> Result<&str, TokenError> {
         Some(_) => Err(TokenError::Malformed("kid")),
     }
 }
+
+mod pair;
+pub use pair::{PairError, at_hash};
 
 mod strict {
     //! A `serde_json::Value` that refuses duplicate object member names at any depth.

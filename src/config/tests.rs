@@ -145,6 +145,11 @@ fn token_use_must_be_written_out() {
 fn route_token_use_must_be_acceptable_to_admitted_issuers() {
     let yaml = format!("{BASE}    require:\n      token_use: id\n");
     assert_error(&yaml, "16:18", "only accepts access tokens");
+    // …unless the credentials can carry an id+access pair, which satisfies either use.
+    for creds in ["credentials: [bearer, {header: accessToken}]\n", "credentials: [{cookie: amplify}]\n"] {
+        let yaml = format!("{creds}{BASE}    require:\n      token_use: id\n");
+        assert!(errors(&yaml).is_empty(), "{creds}: {:?}", errors(&yaml));
+    }
 }
 
 #[test]

@@ -405,3 +405,9 @@ async fn cache_stays_bounded() {
     }
     assert_eq!(v.cache.map.len(), before);
 }
+
+#[test]
+fn at_hash_matches_the_openid_connect_example() {
+    // OpenID Connect Core 1.0, Appendix A.4: the published access token and its at_hash.
+    assert_eq!(super::at_hash(b"jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+}
