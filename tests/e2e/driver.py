@@ -196,6 +196,10 @@ class Issuer:
             r = result["AuthenticationResult"]
             self.tokens[user] = {"access": r["AccessToken"], "id": r["IdToken"]}
             self.subs[user] = claims(r["AccessToken"])["sub"]
+        # A second sign-in of the same user: its halves must not pair with the first one's.
+        r = idp.admin_initiate_auth(UserPoolId=self.pool, ClientId=self.client, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+                                    AuthParameters={"USERNAME": "admin", "PASSWORD": PASSWORD})["AuthenticationResult"]
+        self.second_admin_signin = {"access": r["AccessToken"], "id": r["IdToken"]}
         access = claims(self.tokens["admin"]["access"])
         self.iss = access["iss"]  # what the emulator writes into its tokens
         self.jwks_uri = self.jwks_url()
@@ -412,7 +416,7 @@ def refused(ctx, reply, marker, status):
     expect(reply.status == status, f"expected {status}, got {reply.status} {reply.body[:200]!r}")
     expect(not ctx.app.hit(marker), "the app received a request Portcullis refused")
     body = reply.body.decode("utf-8", "replace")
-    for tokens in ctx.issuer.tokens.values():
+    for tokens in [*ctx.issuer.tokens.values(), ctx.issuer.second_admin_signin]:
         expect(tokens["access"] not in body and tokens["id"] not in body, "token echoed in refusal")
 
 
@@ -477,6 +481,36 @@ def amplify_cookie(ctx):
            "Amplify credential cookies reached the app's cookie view")
     reply, m = ctx.get("/admin/panel", amplify_cookies(ctx, "reader"))
     refused(ctx, reply, m, 403)
+
+
+def amplify_cookie_pair(ctx):
+    # What Amplify really stores: both tokens of the sign-in, which Portcullis verifies as a pair.
+    reply, _ = ctx.get("/admin/panel", amplify_cookies(ctx, "admin", kinds=("idToken", "accessToken")))
+    seen = allowed(ctx, reply, "admin", handler="admin")
+    expect("CognitoIdentityServiceProvider" not in (seen["cookie_header"] or ""),
+           "Amplify credential cookies reached the app")
+    expect(seen["cookies"].get("theme") == "dark", f"app cookies lost: {seen['cookies']!r}")
+
+
+def id_and_access_pair(ctx):
+    # The Flask-tutorial pattern: id token in Authorization, access token in `accessToken`.
+    def pair(id_token, access_token):
+        return [("Authorization", f"Bearer {id_token}"), ("accessToken", access_token)]
+
+    t = ctx.issuer.tokens
+    reply, _ = ctx.get("/admin/panel", pair(t["admin"]["id"], t["admin"]["access"]))
+    seen = allowed(ctx, reply, "admin", handler="admin")
+    expect("accesstoken" not in [k.lower() for k, _ in seen["headers"]], "accessToken header reached the app")
+    reply, m = ctx.get("/admin/panel", pair(t["reader"]["id"], t["reader"]["access"]))
+    refused(ctx, reply, m, 403)
+    # Halves of two different users: refused, never merged into one identity.
+    reply, m = ctx.get("/api/whoami", pair(t["reader"]["id"], t["admin"]["access"]))
+    refused(ctx, reply, m, 401)
+    # Halves of two sign-ins of the same user: refused when the issuer stamps origin_jti (moto).
+    second = ctx.issuer.second_admin_signin
+    if "origin_jti" in claims(second["access"]):
+        reply, m = ctx.get("/api/whoami", pair(t["admin"]["id"], second["access"]))
+        refused(ctx, reply, m, 401)
 
 
 def amplify_cookie_unconfigured_client(ctx):
@@ -571,8 +605,8 @@ def case_variants(ctx):
 
 
 PER_ISSUER = [admin_on_admin_route, reader_on_admin_route, reader_and_nogroup_on_api,
-              id_token_on_access_only_route, access_token_header, amplify_cookie,
-              amplify_cookie_unconfigured_client]
+              id_token_on_access_only_route, access_token_header, id_and_access_pair, amplify_cookie,
+              amplify_cookie_pair, amplify_cookie_unconfigured_client]
 PER_APP = [no_token, spoofed_identity_headers, big_body_streams_intact, path_tricks, case_variants]
 
 
