@@ -60,9 +60,10 @@ fi
 
 # --- the binary under test --------------------------------------------------------------------
 cargo build --locked --quiet --bin portcullis
+target_dir="${CARGO_TARGET_DIR:-target}"
 
 # --- run, bounded -----------------------------------------------------------------------------
-artifacts=target/e2e-artifacts
+artifacts="$target_dir/e2e-artifacts"
 mkdir -p "$artifacts"
 driver_pid=
 cleanup() { [ -n "$driver_pid" ] && kill "$driver_pid" 2>/dev/null || true; }
@@ -71,7 +72,7 @@ trap 'cleanup; exit 130' INT TERM
 # The driver stops every server it started (by PID) on exit or on SIGTERM; the outer timeout only
 # bounds a driver that is itself stuck.
 timeout -k 20 900 "$venv/bin/python" "$e2e/driver.py" \
-  --portcullis target/debug/portcullis \
+  --portcullis "$target_dir/debug/portcullis" \
   --node-modules "$nodedir/node_modules" \
   --artifacts "$artifacts" &
 driver_pid=$!
