@@ -206,7 +206,8 @@ impl Rejection {
     }
 
     /// The one exhaustive mapping from refusal to status, `WWW-Authenticate` and body (SPEC §3).
-    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+    /// The refusal as a response. `origin` is the request's `Origin`, when it had one.
+    pub fn into_response(self, request_id: &str, origin: Option<&HeaderValue>) -> Response<ProxyBody> {
         let reason = self.reason();
         let (status, error, www_authenticate): (StatusCode, &str, Option<String>) = match &self {
             // RFC 6750 §3.1: no `error` attribute when the request carried no credential.
@@ -259,8 +260,31 @@ impl Rejection {
             // A malformed request may have left the connection in an unknown state.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Some(origin) = origin.filter(|o| is_web_origin(o)) {
+            // A browser app on another origin must be able to read a refusal — "token expired,
+            // refresh it" is not a network error. The app never sees refused requests, so it
+            // cannot answer for them. Safe to reflect: the body names only the refusal (never a
+            // claim or the token), and without `Access-Control-Allow-Credentials` a page can read
+            // only refusals of requests it could have made itself without cookies.
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("WWW-Authenticate, Retry-After, X-Request-Id"),
+            );
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
         response
     }
+}
+
+/// `http(s)://host[:port]` as browsers serialise an origin. `null` (sandboxed documents, local
+/// files) is never reflected.
+fn is_web_origin(origin: &HeaderValue) -> bool {
+    let Ok(s) = origin.to_str() else { return false };
+    let Some(rest) = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")) else { return false };
+    !rest.is_empty()
+        && rest.len() <= 253 + 6
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
 }
 
 #[cfg(test)]
@@ -268,7 +292,7 @@ mod tests {
     use super::*;
 
     fn parts(r: Rejection) -> (StatusCode, Option<String>, serde_json::Value) {
-        let resp = r.into_response("rid-1");
+        let resp = r.into_response("rid-1", None);
         let www = resp.headers().get(header::WWW_AUTHENTICATE).map(|v| v.to_str().unwrap_or_default().to_owned());
         let status = resp.status();
         let body = futures_lite_body(resp);
@@ -324,6 +348,27 @@ mod tests {
     }
 
     #[test]
+    fn refusals_reflect_only_web_origins_without_credentials() {
+        let origin = |v: &'static str| {
+            let resp = Rejection::MissingToken.into_response("r", Some(&HeaderValue::from_static(v)));
+            let h = resp.headers();
+            assert!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+            h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(origin("https://app.example.com").as_deref(), Some("https://app.example.com"));
+        assert_eq!(origin("http://localhost:3000").as_deref(), Some("http://localhost:3000"));
+        assert_eq!(origin("http://[::1]:8080").as_deref(), Some("http://[::1]:8080"));
+        for bad in ["null", "*", "file://", "https://a.example, https://b.example", "javascript:x", "https://"] {
+            assert_eq!(origin(bad), None, "{bad}");
+        }
+        let resp = Rejection::MissingToken.into_response("r", Some(&HeaderValue::from_static("https://a.example")));
+        assert_eq!(resp.headers()[header::VARY], "Origin");
+        let exposed = resp.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS].to_str().unwrap().to_owned();
+        assert!(exposed.contains("WWW-Authenticate") && exposed.contains("X-Request-Id"));
+        assert!(Rejection::MissingToken.into_response("r", None).headers().get(header::VARY).is_none());
+    }
+
+    #[test]
     fn insufficient_scope_lists_scopes_and_group_denial_is_plain() {
         let (_, www, _) = parts(Rejection::InsufficientScope { scope: "openid email".into() });
         assert_eq!(
@@ -336,7 +381,7 @@ mod tests {
 
     #[test]
     fn unavailable_keys_say_when_to_retry() {
-        let resp = Rejection::KeysUnavailable.into_response("x");
+        let resp = Rejection::KeysUnavailable.into_response("x", None);
         assert!(resp.headers().contains_key(header::RETRY_AFTER));
     }
 }

@@ -96,6 +96,7 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let runtime = shared.runtime.load_full();
     let request_id = request_id(req.headers());
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let mut log = AccessLog {
         shared: shared.clone(),
         start: Instant::now(),
@@ -115,7 +116,7 @@ pub async fn handle(
                 shared.metrics.upstream_errors_total.with_label_values(&[kind]).inc();
             }
             let (decision, reason) = (rejection.decision(), rejection.reason());
-            (rejection.into_response(request_id.to_str().unwrap_or_default()), decision, reason)
+            (rejection.into_response(request_id.to_str().unwrap_or_default(), origin.as_ref()), decision, reason)
         }
     };
     response.headers_mut().insert("x-request-id", request_id);

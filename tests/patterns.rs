@@ -403,6 +403,12 @@ async fn genuine_preflights_pass_without_a_token_and_nothing_else_does() {
         .await
         .expect("req");
     assert_eq!(resp.status(), 401);
+    // A browser app on another origin can read Portcullis's own refusals (to refresh a token).
+    let resp =
+        p.client.get(p.url("/api/orders")).header("origin", "https://app.example.com").send().await.expect("req");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(resp.headers().get("access-control-allow-credentials").is_none());
     let resp = preflight("/elsewhere").send().await.expect("req");
     assert_eq!(error_of(resp).await, (403, "forbidden".to_owned()));
     assert_eq!(p.reason_count("no_route"), 1.0);
