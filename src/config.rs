@@ -98,7 +98,7 @@ pub struct Issuer {
     pub cognito: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jwks {
     pub refresh_interval: Duration,
     pub kid_miss_cooldown: Duration,

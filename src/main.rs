@@ -76,7 +76,8 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            runtime.block_on(run(config))
+            let path = cli.config.clone().unwrap_or_default();
+            runtime.block_on(run(config, path))
         }
         Command::Check => match load(cli.config.as_ref()) {
             Ok(c) => {
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: config::Config) -> ExitCode {
+async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -104,6 +105,33 @@ async fn run(config: config::Config) -> ExitCode {
         }
     };
     tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, "portcullis started");
+    // Hot reload: file changes (watched directory) and SIGHUP (SPEC §6).
+    let reloader = portcullis::reload::Reloader::new(&app, &path, Box::new(env_lookup));
+    let watcher = match reloader.spawn_watcher() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "config file watching is off; SIGHUP still reloads");
+            None
+        }
+    };
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return ExitCode::FAILURE;
+    };
+    let hup_task = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
+        }
+    });
+    let code = serve_until_signalled(app).await;
+    hup_task.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    code
+}
+
+async fn serve_until_signalled(app: App) -> ExitCode {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
         return ExitCode::FAILURE;
     };
