@@ -94,6 +94,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: config::Config, path: PathBuf) -> ExitCode {
+    // Installed before anything is announced, so an early SIGHUP reloads instead of killing.
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return ExitCode::FAILURE;
+    };
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -113,9 +117,6 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
             tracing::warn!(error = %e, "config file watching is off; SIGHUP still reloads");
             None
         }
-    };
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return ExitCode::FAILURE;
     };
     let hup_task = tokio::spawn(async move {
         while hup.recv().await.is_some() {

@@ -93,7 +93,10 @@ pub fn load_certified_key(t: &config::Tls) -> Result<CertifiedKey, String> {
     let key =
         PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| format!("tls.key_file {}: {e}", t.key_file.display()))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| format!("tls: {e}"))?;
+    let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!("tls: key_file does not match cert_file ({e})"),
+        e => format!("tls: {e}"),
+    })?;
     // `from_der` tolerates "cannot tell"; a reload must not swap in a pair it cannot vouch for.
     certified.keys_match().map_err(|e| format!("tls: key_file does not match cert_file: {e}"))?;
     Ok(certified)
