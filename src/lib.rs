@@ -13,6 +13,7 @@ pub mod error;
 pub mod headers;
 pub mod issuer;
 pub mod jwks;
+pub mod lint;
 pub mod log;
 pub mod metrics;
 pub mod path;

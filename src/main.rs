@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use portcullis::lint::OutputFormat;
 use portcullis::{App, config, log};
 
 #[derive(Parser)]
@@ -27,8 +28,11 @@ struct Cli {
 enum Command {
     /// Serve.
     Run,
-    /// Validate the config and print lint warnings; exit 1 on errors.
-    Check,
+    /// Validate the config and print lint warnings; exit 1 on errors (warnings never fail).
+    Check {
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
     /// Start a local issuer, an echo app and the proxy, and print example curl commands.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -42,11 +46,13 @@ fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+fn missing_config() -> ExitCode {
+    eprintln!("portcullis: --config FILE (or PORTCULLIS_CONFIG) is required");
+    ExitCode::from(2)
+}
+
 fn load(path: Option<&PathBuf>) -> Result<config::Config, ExitCode> {
-    let Some(path) = path else {
-        eprintln!("portcullis: --config FILE (or PORTCULLIS_CONFIG) is required");
-        return Err(ExitCode::from(2));
-    };
+    let Some(path) = path else { return Err(missing_config()) };
     config::load(path, &env_lookup).map_err(|e| {
         eprintln!("{e}");
         eprintln!("portcullis: invalid config, not starting");
@@ -79,16 +85,13 @@ fn main() -> ExitCode {
             let path = cli.config.clone().unwrap_or_default();
             runtime.block_on(run(config, path))
         }
-        Command::Check => match load(cli.config.as_ref()) {
-            Ok(c) => {
-                for w in &c.warnings {
-                    println!("warning: {w}");
-                }
-                println!("ok: {} issuer(s), {} route(s)", c.issuers.len(), c.routes.len());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Command::Check { format } => {
+            let Some(path) = cli.config.as_ref() else { return missing_config() };
+            let loaded = config::load(path, &env_lookup);
+            let (report, ok) = portcullis::lint::check_report(&path.display().to_string(), &loaded, format);
+            print!("{report}");
+            if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
         Command::Demo { listen, admin_listen } => runtime.block_on(demo(listen, admin_listen)),
     }
 }
