@@ -6,10 +6,12 @@
 
 pub mod admin;
 pub mod body;
+pub mod cases;
 pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod error;
+pub mod explain;
 pub mod headers;
 pub mod issuer;
 pub mod jwks;

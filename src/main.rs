@@ -33,6 +33,31 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
+    /// Explain how one request would be handled: normalised path, routes, checks, status, headers.
+    Explain {
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request path (and query), as the client sends it.
+        #[arg(long)]
+        path: String,
+        /// A real JWT, verified against the configured JWKS (`-` reads it from stdin).
+        #[arg(long, conflicts_with = "claims")]
+        token: Option<String>,
+        /// Claims as JSON, completed from the issuer and marked unverified.
+        #[arg(long)]
+        claims: Option<String>,
+        /// The issuer to complete `--claims` from (needed when several are configured).
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Run table-driven policy tests from CASES.yaml; exit 1 on any failure.
+    Test {
+        cases: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
     /// Start a local issuer, an echo app and the proxy, and print example curl commands.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -62,12 +87,13 @@ fn load(path: Option<&PathBuf>) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = if matches!(cli.command, Some(Command::Demo { .. })) { log::Format::Text } else { cli.log_format };
-    let level = if matches!(cli.command, Some(Command::Demo { .. })) && cli.log_level == "info" {
-        "warn"
-    } else {
-        &cli.log_level
-    };
+    // The operator verbs print reports on stdout; only problems go to the log.
+    let quiet = matches!(
+        cli.command,
+        Some(Command::Demo { .. } | Command::Check { .. } | Command::Explain { .. } | Command::Test { .. })
+    );
+    let format = if quiet { log::Format::Text } else { cli.log_format };
+    let level = if quiet && cli.log_level == "info" { "warn" } else { &cli.log_level };
     log::init(format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -91,6 +117,27 @@ fn main() -> ExitCode {
             let (report, ok) = portcullis::lint::check_report(&path.display().to_string(), &loaded, format);
             print!("{report}");
             if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Command::Explain { method, path, token, claims, issuer, format } => {
+            let config = match load(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let credential = match credential(token, claims, issuer) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("portcullis explain: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime.block_on(explain(config, &method, &path, credential, format))
+        }
+        Command::Test { cases, format } => {
+            let config = match load(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            runtime.block_on(test(config, &cases, format))
         }
         Command::Demo { listen, admin_listen } => runtime.block_on(demo(listen, admin_listen)),
     }
@@ -166,6 +213,83 @@ async fn serve_until_signalled(app: App) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn credential(
+    token: Option<String>,
+    claims: Option<String>,
+    issuer: Option<String>,
+) -> Result<portcullis::explain::Credential, String> {
+    use portcullis::explain::Credential;
+    if let Some(mut t) = token {
+        if t == "-" {
+            t.clear();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| format!("stdin: {e}"))?;
+        }
+        return Ok(Credential::Token(t.trim().to_owned()));
+    }
+    match claims {
+        Some(json) => match serde_json::from_str(&json) {
+            Ok(serde_json::Value::Object(claims)) => Ok(Credential::Claims { claims, issuer }),
+            _ => Err("--claims must be a JSON object, e.g. '{\"sub\":\"u-1\",\"cognito:groups\":[\"Admins\"]}'".into()),
+        },
+        None => Ok(Credential::None),
+    }
+}
+
+async fn explain(
+    config: config::Config,
+    method: &str,
+    path: &str,
+    credential: portcullis::explain::Credential,
+    format: OutputFormat,
+) -> ExitCode {
+    use portcullis::explain::{Credential, Explainer};
+    let engine = match &credential {
+        Credential::Token(_) => Explainer::for_tokens(config).await,
+        _ => Explainer::for_claims(config).await,
+    };
+    let engine = match engine {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("portcullis explain: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ex = engine.explain(method, path, &credential).await;
+    match format {
+        OutputFormat::Text => print!("{}", portcullis::explain::render_text(&ex)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default()),
+    }
+    ExitCode::SUCCESS
+}
+
+async fn test(config: config::Config, cases: &std::path::Path, format: OutputFormat) -> ExitCode {
+    let file = cases.display().to_string();
+    let parsed = std::fs::read_to_string(cases)
+        .map_err(|e| vec![format!("{file}: cannot read: {e}")])
+        .and_then(|text| portcullis::cases::parse(&text, &file, &env_lookup));
+    let cases = match parsed {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let report = match portcullis::cases::run(&config, &cases, &file).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("portcullis test: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match format {
+        OutputFormat::Text => print!("{}", portcullis::cases::render_text(&report)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+    }
+    if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
