@@ -20,3 +20,4 @@ echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
+echo "== config schema against an independent validator" && bash scripts/schema-check.sh

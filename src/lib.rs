@@ -23,6 +23,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod schema;
 pub mod server;
 pub mod upstream;
 pub mod verify;

@@ -58,6 +58,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
+    /// Print the JSON Schema of the config file (for editors).
+    Schema,
     /// Start a local issuer, an echo app and the proxy, and print example curl commands.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -90,7 +92,13 @@ fn main() -> ExitCode {
     // The operator verbs print reports on stdout; only problems go to the log.
     let quiet = matches!(
         cli.command,
-        Some(Command::Demo { .. } | Command::Check { .. } | Command::Explain { .. } | Command::Test { .. })
+        Some(
+            Command::Demo { .. }
+                | Command::Check { .. }
+                | Command::Explain { .. }
+                | Command::Test { .. }
+                | Command::Schema
+        )
     );
     let format = if quiet { log::Format::Text } else { cli.log_format };
     let level = if quiet && cli.log_level == "info" { "warn" } else { &cli.log_level };
@@ -138,6 +146,10 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             runtime.block_on(test(config, &cases, format))
+        }
+        Command::Schema => {
+            print!("{}", portcullis::schema::render());
+            ExitCode::SUCCESS
         }
         Command::Demo { listen, admin_listen } => runtime.block_on(demo(listen, admin_listen)),
     }
