@@ -522,7 +522,11 @@ pub fn render_text(ex: &Explanation) -> String {
             format!("{mark} {}: want {} — got {}", ch.requirement, ch.want, ch.got),
         );
     }
-    line("decision", format!("{} {} ({})", ex.status, ex.decision, ex.reason));
+    if ex.forwarded {
+        line("decision", format!("forwarded: {} ({}); the client gets the app's response", ex.decision, ex.reason));
+    } else {
+        line("decision", format!("{} {} ({})", ex.status, ex.decision, ex.reason));
+    }
     if ex.forwarded {
         for (i, (n, v)) in ex.upstream_headers.iter().enumerate() {
             line(if i == 0 { "upstream" } else { "" }, format!("{n}: {v}"));

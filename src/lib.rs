@@ -212,6 +212,7 @@ impl App {
         let runtime = Runtime::build(config, &metrics, sources)?;
         metrics.config_generation.set(1);
         metrics.config_reloads_total.with_label_values(&["ok"]).inc_by(0);
+        metrics.config_reloads_total.with_label_values(&["error"]).inc_by(0);
         let shared =
             Arc::new(Shared { metrics, runtime: ArcSwap::from_pointee(runtime), draining: AtomicBool::new(false) });
         let (stop_accepting, stop_rx) = tokio::sync::watch::channel(false);
