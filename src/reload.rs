@@ -56,7 +56,8 @@ pub enum Outcome {
         /// Changed settings that only take effect after a restart.
         restart_needed: Vec<String>,
     },
-    /// File event, same content as the applied config: nothing to do.
+    /// File event, but the content is what was last applied — or last rejected, which is not
+    /// re-parsed and re-logged for every unrelated event in the directory.
     Unchanged,
 }
 
@@ -85,8 +86,9 @@ pub struct Reloader {
     path: PathBuf,
     env: Box<EnvLookup>,
     bound: Bound,
-    /// Digest of the last applied content; held while a reload runs so reloads never interleave.
-    applied: tokio::sync::Mutex<[u8; 32]>,
+    /// Digests of the last applied and last rejected content; held while a reload runs so
+    /// reloads never interleave.
+    seen: tokio::sync::Mutex<Seen>,
     /// How long a new issuer may take to deliver its first key set.
     keys_timeout: Duration,
 }
@@ -109,16 +111,16 @@ impl Reloader {
             path: path.to_owned(),
             env,
             bound,
-            applied: tokio::sync::Mutex::new(digest.unwrap_or_default()),
+            seen: tokio::sync::Mutex::new(Seen { applied: digest.unwrap_or_default(), rejected: None }),
             keys_timeout,
         })
     }
 
     /// Validate the file and, if everything holds, swap it in. Meters and logs the outcome.
     pub async fn reload(&self, trigger: Trigger) -> Result<Outcome, ReloadError> {
-        let mut applied = self.applied.lock().await;
+        let mut seen = self.seen.lock().await;
         let metrics = &self.shared.metrics;
-        match self.prepare(trigger, &applied).await {
+        match self.prepare(trigger, &mut seen).await {
             Ok(None) => Ok(Outcome::Unchanged),
             Ok(Some(next)) => {
                 let restart_needed = self.restart_needed(&next.runtime.config);
@@ -126,7 +128,8 @@ impl Reloader {
                 if let (Some(store), Some(key)) = (&self.tls, next.certified) {
                     store.store(key);
                 }
-                *applied = next.digest;
+                seen.applied = next.digest;
+                seen.rejected = None;
                 metrics.config_reloads_total.with_label_values(&["ok"]).inc();
                 metrics.config_generation.inc();
                 let generation = metrics.config_generation.get();
@@ -146,17 +149,31 @@ impl Reloader {
         }
     }
 
-    async fn prepare(&self, trigger: Trigger, applied: &[u8; 32]) -> Result<Option<Next>, ReloadError> {
+    async fn prepare(&self, trigger: Trigger, seen: &mut Seen) -> Result<Option<Next>, ReloadError> {
         let fail = |m: String| ReloadError { messages: vec![m] };
         let file = self.path.display().to_string();
-        // Read once: the digest and the parse see the same bytes.
+        // Read once: the digests and the parse see the same bytes.
         let bytes = std::fs::read(&self.path).map_err(|e| fail(format!("{file}: cannot read config: {e}")))?;
-        let source = String::from_utf8(bytes).map_err(|_| fail(format!("{file}: the config is not UTF-8")))?;
-        let config = config::parse(&source, &file, &*self.env).map_err(|e| ReloadError { messages: e.messages })?;
-        let digest = digest(source.as_bytes(), config.tls.as_ref()).map_err(fail)?;
-        if trigger == Trigger::FileChange && digest == *applied {
+        let file_changed = trigger == Trigger::FileChange;
+        let text_digest = digest(&bytes, None).map_err(fail)?;
+        if file_changed && seen.rejected == Some(text_digest) {
             return Ok(None);
         }
+        let source = String::from_utf8(bytes).map_err(|_| {
+            seen.rejected = Some(text_digest);
+            fail(format!("{file}: the config is not UTF-8"))
+        })?;
+        let config = config::parse(&source, &file, &*self.env).map_err(|e| {
+            seen.rejected = Some(text_digest);
+            ReloadError { messages: e.messages }
+        })?;
+        let digest = digest(source.as_bytes(), config.tls.as_ref()).map_err(fail)?;
+        if file_changed && (digest == seen.applied || seen.rejected == Some(digest)) {
+            return Ok(None);
+        }
+        // From here on a failure is remembered under the full digest (config + cert + key), so
+        // fixing the key file alone is seen as new content.
+        seen.rejected = Some(digest);
         // The certificate is validated (and its key matched) before anything is swapped.
         let certified = match (&config.tls, self.bound.tls) {
             (Some(t), true) => Some(server::load_certified_key(t).map_err(fail)?),
@@ -267,6 +284,11 @@ impl Reloader {
             }
         }))
     }
+}
+
+struct Seen {
+    applied: [u8; 32],
+    rejected: Option<[u8; 32]>,
 }
 
 struct Next {

@@ -181,6 +181,13 @@ async fn invalid_file_is_rejected_with_position_and_old_config_keeps_serving() {
     let line = broken.lines().position(|l| l.contains("auth: off")).unwrap() + 1;
     assert!(text.contains(&format!("{}:{line}:11:", f.path.display())), "{text}");
     assert_eq!(f.generation(), 1.0);
+    assert_eq!(f.reloads("error"), 2.0);
+    // Unrelated files changing in the directory do not re-parse (and re-log) the rejected file;
+    // fixing it is applied.
+    std::fs::write(f.dir.join("unrelated.log"), "x").unwrap();
+    f.write_and_rename(&f.yaml(&routes_group("Admins")));
+    eventually("the fixed file is applied", || async { f.generation() == 2.0 }).await;
+    assert_eq!(f.reloads("error"), 2.0, "the rejected content was not re-counted");
 }
 
 #[tokio::test]
