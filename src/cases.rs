@@ -310,12 +310,12 @@ mod tests {
 
     #[test]
     fn claims_are_typed_like_json() {
-        let src = "cases:\n  - name: a\n    request: {path: /x}\n    claims: {sub: u, n: 12, f: 1.5, b: true, z: ~, l: [a, \"0123\"]}\n    expect: {status: 200, headers: {X-A: ~, X-B: v}}\n";
+        let src = "cases:\n  - name: a\n    request: {path: /x}\n    claims: {sub: u, num: 12, f: 1.5, b: true, z: ~, l: [a, \"0123\"]}\n    expect: {status: 200, headers: {X-A: ~, X-B: v}}\n";
         let cases = parse(src, "c.yaml", &|_| None).unwrap();
         let Credential::Claims { claims, .. } = &cases[0].credential else { panic!() };
         assert_eq!(
             Value::Object(claims.clone()),
-            serde_json::json!({"sub": "u", "n": 12, "f": 1.5, "b": true, "z": null, "l": ["a", "0123"]})
+            serde_json::json!({"sub": "u", "num": 12, "f": 1.5, "b": true, "z": null, "l": ["a", "0123"]})
         );
         assert_eq!(cases[0].method, "GET");
         assert_eq!(cases[0].expect.headers, vec![("X-A".into(), None), ("X-B".into(), Some("v".into()))]);
