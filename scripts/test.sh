@@ -20,4 +20,5 @@ echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
+echo "== config schema against an independent validator" && bash scripts/schema-check.sh
 echo "== end-to-end: real Cognito emulators, frameworks and browser (tests/e2e/run.sh)"; bash tests/e2e/run.sh

@@ -98,7 +98,7 @@ pub struct Issuer {
     pub cognito: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jwks {
     pub refresh_interval: Duration,
     pub kid_miss_cooldown: Duration,
@@ -420,34 +420,13 @@ fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         routes: routes?,
         warnings: Vec::new(),
     };
-    config.warnings = lint_warnings(&config);
+    config.warnings = crate::lint::lint(&config).iter().map(ToString::to_string).collect();
     Some(config)
-}
-
-fn lint_warnings(c: &Config) -> Vec<String> {
-    let mut w = Vec::new();
-    for route in &c.routes {
-        if route.mode == Mode::Audit {
-            w.push(format!("route `{}` is in audit mode: it forwards requests its rules would deny", route.name));
-        }
-        for (claim, _) in &route.require.claims {
-            if is_user_writable(claim) {
-                w.push(format!(
-                    "route `{}` requires claim `{claim}`, which users may be able to change themselves; prefer groups or scopes",
-                    route.name
-                ));
-            }
-        }
-    }
-    if c.identity.forward_token {
-        w.push("identity_headers.forward_token is true: the app receives the raw credential".to_owned());
-    }
-    w
 }
 
 /// Claims a Cognito user (or an app client with write access) can set: authorising on them lets
 /// users grant themselves access (SECURITY CLM-18).
-fn is_user_writable(claim: &str) -> bool {
+pub(crate) fn is_user_writable(claim: &str) -> bool {
     claim.starts_with("custom:")
         || matches!(
             claim,

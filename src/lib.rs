@@ -6,19 +6,24 @@
 
 pub mod admin;
 pub mod body;
+pub mod cases;
 pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod error;
+pub mod explain;
 pub mod headers;
 pub mod issuer;
 pub mod jwks;
+pub mod lint;
 pub mod log;
 pub mod metrics;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod route;
+pub mod schema;
 pub mod server;
 pub mod upstream;
 pub mod verify;
@@ -48,14 +53,17 @@ pub struct Runtime {
     pub credential_headers: Vec<HeaderName>,
     client_ids: Vec<String>,
     issuer_names: Vec<String>,
-    refreshers: Vec<tokio::task::AbortHandle>,
+    /// One per issuer, shared with the next snapshot when a reload keeps that issuer's key
+    /// cache: the refresher stops only when no snapshot uses the cache any more.
+    refreshers: Vec<Arc<Refresher>>,
 }
 
-impl Drop for Runtime {
+/// Aborts an issuer's JWKS refresher when the last snapshot using it is dropped.
+pub struct Refresher(tokio::task::AbortHandle);
+
+impl Drop for Refresher {
     fn drop(&mut self) {
-        for r in &self.refreshers {
-            r.abort();
-        }
+        self.0.abort();
     }
 }
 
@@ -65,19 +73,37 @@ impl Runtime {
     pub fn build(
         config: Config,
         metrics: &Arc<Metrics>,
+        sources: Vec<Option<Box<dyn KeySource>>>,
+    ) -> Result<Self, String> {
+        Self::build_next(config, metrics, sources, None)
+    }
+
+    /// As [`Runtime::build`], for a reload: an issuer whose name, `iss`, key location and
+    /// `jwks:` settings are unchanged keeps `previous`'s key cache (no refetch, no cold start)
+    /// and its refresher.
+    pub fn build_next(
+        config: Config,
+        metrics: &Arc<Metrics>,
         mut sources: Vec<Option<Box<dyn KeySource>>>,
+        previous: Option<&Runtime>,
     ) -> Result<Self, String> {
         let settings = jwks::Settings::from(&config.jwks);
         let mut issuers = Vec::new();
         let mut refreshers = Vec::new();
         sources.resize_with(config.issuers.len(), || None);
         for (iss, source) in config.issuers.iter().zip(sources) {
+            let reused = previous.filter(|_| source.is_none()).and_then(|prev| prev.reusable_keys(iss, &config.jwks));
+            if let Some((keys, refresher)) = reused {
+                refreshers.push(refresher);
+                issuers.push(IssuerRuntime { config: iss.clone(), keys });
+                continue;
+            }
             let source = match source {
                 Some(s) => s,
                 None => jwks::source_for(&iss.keys, &config.jwks)?,
             };
             let keys = IssuerKeys::new(&iss.name, source, settings.clone(), metrics.clone());
-            refreshers.push(keys.spawn_refresher().abort_handle());
+            refreshers.push(Arc::new(Refresher(keys.spawn_refresher().abort_handle())));
             issuers.push(IssuerRuntime { config: iss.clone(), keys });
         }
         let client_ids = config.issuers.iter().flat_map(|i| i.client_ids.iter().cloned()).collect();
@@ -99,6 +125,18 @@ impl Runtime {
             refreshers,
             config,
         })
+    }
+
+    /// This snapshot's key cache for `iss`, if the issuer is the same one with the same key
+    /// location and the `jwks:` settings did not change.
+    fn reusable_keys(&self, iss: &config::Issuer, jwks: &config::Jwks) -> Option<(Arc<IssuerKeys>, Arc<Refresher>)> {
+        if self.config.jwks != *jwks {
+            return None;
+        }
+        let i = self.verifier.issuers().iter().position(|old| {
+            old.config.name == iss.name && old.config.issuer == iss.issuer && old.config.keys == iss.keys
+        })?;
+        Some((self.verifier.issuers()[i].keys.clone(), self.refreshers.get(i)?.clone()))
     }
 
     /// Every configured app client id (for Amplify cookie names).
@@ -141,6 +179,8 @@ pub struct App {
     pub shared: Arc<Shared>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The serving certificate when `listen` terminates TLS (swapped by reloads).
+    pub tls_certs: Option<Arc<server::CertStore>>,
     stop_accepting: tokio::sync::watch::Sender<bool>,
     proxy_task: tokio::task::JoinHandle<()>,
     admin_task: tokio::task::JoinHandle<()>,
@@ -155,8 +195,12 @@ impl App {
     /// As [`App::start`], with per-issuer key sources overriding the config (tests).
     pub async fn start_with_sources(config: Config, sources: Vec<Option<Box<dyn KeySource>>>) -> Result<App, String> {
         let metrics = Arc::new(Metrics::new());
-        let tls = match &config.tls {
-            Some(t) => Some(server::tls_acceptor(t)?),
+        let tls_certs = match &config.tls {
+            Some(t) => Some(server::CertStore::load(t)?),
+            None => None,
+        };
+        let tls = match &tls_certs {
+            Some(store) => Some(server::tls_acceptor(store.clone())?),
             None => None,
         };
         let proxy_listener = server::bind(config.listen).map_err(|e| format!("listen {}: {e}", config.listen))?;
@@ -168,12 +212,13 @@ impl App {
         let runtime = Runtime::build(config, &metrics, sources)?;
         metrics.config_generation.set(1);
         metrics.config_reloads_total.with_label_values(&["ok"]).inc_by(0);
+        metrics.config_reloads_total.with_label_values(&["error"]).inc_by(0);
         let shared =
             Arc::new(Shared { metrics, runtime: ArcSwap::from_pointee(runtime), draining: AtomicBool::new(false) });
         let (stop_accepting, stop_rx) = tokio::sync::watch::channel(false);
         let proxy_task = tokio::spawn(server::serve(shared.clone(), proxy_listener, tls, settings, stop_rx.clone()));
         let admin_task = tokio::spawn(admin::serve(shared.clone(), admin_listener, stop_rx));
-        Ok(App { shared, proxy_addr, admin_addr, stop_accepting, proxy_task, admin_task })
+        Ok(App { shared, proxy_addr, admin_addr, tls_certs, stop_accepting, proxy_task, admin_task })
     }
 
     /// SIGTERM, step one: readiness turns false at once; connections are still accepted.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use portcullis::lint::OutputFormat;
 use portcullis::{App, config, log};
 
 #[derive(Parser)]
@@ -27,8 +28,38 @@ struct Cli {
 enum Command {
     /// Serve.
     Run,
-    /// Validate the config and print lint warnings; exit 1 on errors.
-    Check,
+    /// Validate the config and print lint warnings; exit 1 on errors (warnings never fail).
+    Check {
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Explain how one request would be handled: normalised path, routes, checks, status, headers.
+    Explain {
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request path (and query), as the client sends it.
+        #[arg(long)]
+        path: String,
+        /// A real JWT, verified against the configured JWKS (`-` reads it from stdin).
+        #[arg(long, conflicts_with = "claims")]
+        token: Option<String>,
+        /// Claims as JSON, completed from the issuer and marked unverified.
+        #[arg(long)]
+        claims: Option<String>,
+        /// The issuer to complete `--claims` from (needed when several are configured).
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Run table-driven policy tests from CASES.yaml; exit 1 on any failure.
+    Test {
+        cases: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Print the JSON Schema of the config file (for editors).
+    Schema,
     /// Start a local issuer, an echo app and the proxy, and print example curl commands.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -42,11 +73,13 @@ fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+fn missing_config() -> ExitCode {
+    eprintln!("portcullis: --config FILE (or PORTCULLIS_CONFIG) is required");
+    ExitCode::from(2)
+}
+
 fn load(path: Option<&PathBuf>) -> Result<config::Config, ExitCode> {
-    let Some(path) = path else {
-        eprintln!("portcullis: --config FILE (or PORTCULLIS_CONFIG) is required");
-        return Err(ExitCode::from(2));
-    };
+    let Some(path) = path else { return Err(missing_config()) };
     config::load(path, &env_lookup).map_err(|e| {
         eprintln!("{e}");
         eprintln!("portcullis: invalid config, not starting");
@@ -56,12 +89,19 @@ fn load(path: Option<&PathBuf>) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = if matches!(cli.command, Some(Command::Demo { .. })) { log::Format::Text } else { cli.log_format };
-    let level = if matches!(cli.command, Some(Command::Demo { .. })) && cli.log_level == "info" {
-        "warn"
-    } else {
-        &cli.log_level
-    };
+    // The operator verbs print reports on stdout; only problems go to the log.
+    let quiet = matches!(
+        cli.command,
+        Some(
+            Command::Demo { .. }
+                | Command::Check { .. }
+                | Command::Explain { .. }
+                | Command::Test { .. }
+                | Command::Schema
+        )
+    );
+    let format = if quiet { log::Format::Text } else { cli.log_format };
+    let level = if quiet && cli.log_level == "info" { "warn" } else { &cli.log_level };
     log::init(format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -76,23 +116,50 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            runtime.block_on(run(config))
+            let path = cli.config.clone().unwrap_or_default();
+            runtime.block_on(run(config, path))
         }
-        Command::Check => match load(cli.config.as_ref()) {
-            Ok(c) => {
-                for w in &c.warnings {
-                    println!("warning: {w}");
+        Command::Check { format } => {
+            let Some(path) = cli.config.as_ref() else { return missing_config() };
+            let loaded = config::load(path, &env_lookup);
+            let (report, ok) = portcullis::lint::check_report(&path.display().to_string(), &loaded, format);
+            print!("{report}");
+            if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Command::Explain { method, path, token, claims, issuer, format } => {
+            let config = match load(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let credential = match credential(token, claims, issuer) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("portcullis explain: {e}");
+                    return ExitCode::from(2);
                 }
-                println!("ok: {} issuer(s), {} route(s)", c.issuers.len(), c.routes.len());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+            };
+            runtime.block_on(explain(config, &method, &path, credential, format))
+        }
+        Command::Test { cases, format } => {
+            let config = match load(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            runtime.block_on(test(config, &cases, format))
+        }
+        Command::Schema => {
+            print!("{}", portcullis::schema::render());
+            ExitCode::SUCCESS
+        }
         Command::Demo { listen, admin_listen } => runtime.block_on(demo(listen, admin_listen)),
     }
 }
 
-async fn run(config: config::Config) -> ExitCode {
+async fn run(config: config::Config, path: PathBuf) -> ExitCode {
+    // Installed before anything is announced, so an early SIGHUP reloads instead of killing.
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return ExitCode::FAILURE;
+    };
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -104,6 +171,30 @@ async fn run(config: config::Config) -> ExitCode {
         }
     };
     tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, "portcullis started");
+    // Hot reload: file changes (watched directory) and SIGHUP (SPEC §6).
+    let reloader = portcullis::reload::Reloader::new(&app, &path, Box::new(env_lookup));
+    let watcher = match reloader.spawn_watcher() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "config file watching is off; SIGHUP still reloads");
+            None
+        }
+    };
+    let hup_task = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
+        }
+    });
+    let code = serve_until_signalled(app).await;
+    hup_task.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    code
+}
+
+async fn serve_until_signalled(app: App) -> ExitCode {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
         return ExitCode::FAILURE;
     };
@@ -134,6 +225,83 @@ async fn run(config: config::Config) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn credential(
+    token: Option<String>,
+    claims: Option<String>,
+    issuer: Option<String>,
+) -> Result<portcullis::explain::Credential, String> {
+    use portcullis::explain::Credential;
+    if let Some(mut t) = token {
+        if t == "-" {
+            t.clear();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| format!("stdin: {e}"))?;
+        }
+        return Ok(Credential::Token(t.trim().to_owned()));
+    }
+    match claims {
+        Some(json) => match serde_json::from_str(&json) {
+            Ok(serde_json::Value::Object(claims)) => Ok(Credential::Claims { claims, issuer }),
+            _ => Err("--claims must be a JSON object, e.g. '{\"sub\":\"u-1\",\"cognito:groups\":[\"Admins\"]}'".into()),
+        },
+        None => Ok(Credential::None),
+    }
+}
+
+async fn explain(
+    config: config::Config,
+    method: &str,
+    path: &str,
+    credential: portcullis::explain::Credential,
+    format: OutputFormat,
+) -> ExitCode {
+    use portcullis::explain::{Credential, Explainer};
+    let engine = match &credential {
+        Credential::Token(_) => Explainer::for_tokens(config).await,
+        _ => Explainer::for_claims(config).await,
+    };
+    let engine = match engine {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("portcullis explain: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ex = engine.explain(method, path, &credential).await;
+    match format {
+        OutputFormat::Text => print!("{}", portcullis::explain::render_text(&ex)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default()),
+    }
+    ExitCode::SUCCESS
+}
+
+async fn test(config: config::Config, cases: &std::path::Path, format: OutputFormat) -> ExitCode {
+    let file = cases.display().to_string();
+    let parsed = std::fs::read_to_string(cases)
+        .map_err(|e| vec![format!("{file}: cannot read: {e}")])
+        .and_then(|text| portcullis::cases::parse(&text, &file, &env_lookup));
+    let cases = match parsed {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let report = match portcullis::cases::run(&config, &cases, &file).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("portcullis test: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match format {
+        OutputFormat::Text => print!("{}", portcullis::cases::render_text(&report)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+    }
+    if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {

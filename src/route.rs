@@ -137,6 +137,29 @@ fn specificity(a: &Route, b: &Route) -> Ordering {
     a.config.methods.is_some().cmp(&b.config.methods.is_some())
 }
 
+/// Why `winner` is preferred over `loser` when both match (for `explain`), in the terms of
+/// [`specificity`]: the first segment where they differ, else the method listing, else file
+/// order.
+pub fn precedence(winner: &Route, loser: &Route) -> String {
+    let describe = |s: Option<&Segment>| match s {
+        Some(Segment::Literal(l)) => format!("literal `{l}`"),
+        Some(Segment::Star) => "`*`".to_owned(),
+        Some(Segment::Rest) => "`**`".to_owned(),
+        None => "the pattern's end".to_owned(),
+    };
+    let len = winner.segments.len().max(loser.segments.len()) + 1;
+    for i in 0..len {
+        let (a, b) = (winner.segments.get(i), loser.segments.get(i));
+        if rank(a) != rank(b) {
+            return format!("segment {}: {} beats {}", i + 1, describe(a), describe(b));
+        }
+    }
+    if winner.config.methods.is_some() && loser.config.methods.is_none() {
+        return "same pattern: it lists the request's method".to_owned();
+    }
+    "same pattern and methods: it comes first in the file".to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

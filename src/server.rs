@@ -1,15 +1,19 @@
 //! The proxy listener: accept loop with a connection limit and EMFILE back-off, optional TLS
-//! termination (rustls), HTTP/1.1 and HTTP/2 (ALPN or prior knowledge) through hyper-util's auto
-//! builder with header-size, header-count and header-read-time limits, and graceful drain. Does
-//! not look at requests: each one goes to `proxy::handle`.
+//! termination (rustls; the certificate is swappable at run time through [`CertStore`]),
+//! HTTP/1.1 and HTTP/2 (ALPN or prior knowledge) through hyper-util's auto builder with
+//! header-size, header-count and header-read-time limits, and graceful drain. Does not look at
+//! requests: each one goes to `proxy::handle`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 
@@ -44,7 +48,39 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-pub fn tls_acceptor(t: &config::Tls) -> Result<tokio_rustls::TlsAcceptor, String> {
+/// The serving certificate and key, swapped whole when the files change (SPEC §2 `tls`: reloaded
+/// like the config). Each new handshake takes the current pair; established connections keep
+/// the one they were made with.
+#[derive(Debug)]
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertStore {
+    pub fn load(t: &config::Tls) -> Result<Arc<CertStore>, String> {
+        Ok(Arc::new(CertStore { current: ArcSwap::from_pointee(load_certified_key(t)?) }))
+    }
+
+    /// Install a pair made by [`load_certified_key`] (already checked to match).
+    pub fn store(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+
+    /// The end-entity certificate currently served (DER).
+    pub fn current_cert(&self) -> Vec<u8> {
+        self.current.load().cert.first().map(|c| c.as_ref().to_vec()).unwrap_or_default()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Read `cert_file` and `key_file` and check that the key belongs to the first certificate, so
+/// a half-finished rotation (new cert, old key) is refused instead of served.
+pub fn load_certified_key(t: &config::Tls) -> Result<CertifiedKey, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert_file)
@@ -56,13 +92,24 @@ pub fn tls_acceptor(t: &config::Tls) -> Result<tokio_rustls::TlsAcceptor, String
     }
     let key =
         PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| format!("tls.key_file {}: {e}", t.key_file.display()))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!("tls: key_file does not match cert_file ({e})"),
+        e => format!("tls: {e}"),
+    })?;
+    // `from_der` tolerates "cannot tell"; a reload must not swap in a pair it cannot vouch for.
+    certified.keys_match().map_err(|e| format!("tls: key_file does not match cert_file: {e}"))?;
+    Ok(certified)
+}
+
+/// A TLS acceptor (h2 and http/1.1 by ALPN) that serves whatever `store` currently holds.
+pub fn tls_acceptor(store: Arc<CertStore>) -> Result<tokio_rustls::TlsAcceptor, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("tls: {e}"))?;
+        .with_cert_resolver(store);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
