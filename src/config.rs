@@ -441,6 +441,17 @@ fn lint_warnings(c: &Config) -> Vec<String> {
     if c.identity.forward_token {
         w.push("identity_headers.forward_token is true: the app receives the raw credential".to_owned());
     }
+    // The trust boundary (SECURITY DEP-01): identity headers mean something only if nothing but
+    // Portcullis can reach the app. An upstream on a routable address usually means the app
+    // listens there too, where any pod can send it `X-User-Sub` directly.
+    if let UpstreamTarget::Http { authority } = &c.upstream.target
+        && !is_loopback_host(authority.host())
+    {
+        w.push(format!(
+            "upstream {authority} is not a loopback address: make sure the app is reachable only through \
+             Portcullis (bind it to 127.0.0.1 or a unix socket), or anyone who reaches it can set identity headers"
+        ));
+    }
     w
 }
 
