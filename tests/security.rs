@@ -582,3 +582,68 @@ async fn operators_can_tell_outages_attacks_and_expiry_apart() {
     assert!(p.reason_count("unknown_kid") >= 1.0);
     assert!(p.metrics().contains("portcullis_jwks_last_success_timestamp_seconds{issuer=\"main\"}"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// CLM-08 / ALG-06: keys come only from configuration
+
+/// SECURITY CLM-08, ALG-06: a token from an attacker's own pool — validly signed by that pool's
+/// key, served at the JWKS URL its `iss` implies — is refused, and the proxy never contacts the
+/// attacker's server: not for its `iss`, not for a trusted `iss` with the attacker's `kid`, not
+/// for a `jku`/`x5u` header. The mock counts every request it receives.
+#[tokio::test]
+async fn tokens_from_another_pool_never_make_the_proxy_fetch_its_keys() {
+    let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
+    let attacker_key = portcullis::issuer::LocalIssuer::generate("ka").unwrap();
+    let attacker = JwksServer::start(attacker_key.jwks()).await;
+    let mut claims = p.access_claims("mallory", &["Admins"], "openid");
+
+    claims["iss"] = serde_json::json!(attacker.issuer_url());
+    let own_pool = attacker_key.mint(&claims);
+    let resp = p.get("/api/x", Some(&own_pool)).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(p.reason_count("bad_iss"), 1.0);
+
+    claims["iss"] = serde_json::json!(p.iss());
+    let trusted_iss = attacker_key.mint(&claims);
+    assert_eq!(p.get("/api/x", Some(&trusted_iss)).await.status(), 401);
+    assert_eq!(p.reason_count("unknown_kid"), 1.0);
+
+    for header in ["jku", "x5u"] {
+        let h = serde_json::json!({"alg": "RS256", "kid": "ka", "typ": "JWT", header: attacker.jwks_url()});
+        let token = attacker_key.mint_with_header(&h, &claims);
+        assert_eq!(p.get("/api/x", Some(&token)).await.status(), 401, "{header}");
+    }
+    assert_eq!(attacker.hits(), 0, "the proxy fetched keys from a URL a token named");
+    assert_eq!(p.echo.count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLM-13 / CLM-17: what identity means
+
+/// SECURITY CLM-13 (documented limitation): verification is local — no per-request call to
+/// Cognito (the JWKS is not fetched again), so a token revoked by a global sign-out keeps working
+/// until its `exp`. The README says so and recommends short access-token lifetimes.
+#[tokio::test]
+async fn verification_is_local_so_revocation_waits_for_exp() {
+    let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
+    let token = p.mint_access("alice", &[], "openid");
+    let hits = p.jwks.hits();
+    for _ in 0..20 {
+        assert_eq!(p.get("/api/x", Some(&token)).await.status(), 200);
+    }
+    assert_eq!(p.jwks.hits(), hits, "a request caused a call to the issuer");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("**Revocation**"), "the limitation must stay documented");
+}
+
+/// SECURITY CLM-17: the identity is `sub`, never `username`, `cognito:username` or `email`.
+#[tokio::test]
+async fn identity_is_sub_never_username_or_email() {
+    let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
+    let mut claims = p.access_claims("5f1c0d2e-uuid", &[], "openid");
+    claims["username"] = serde_json::json!("admin");
+    claims["cognito:username"] = serde_json::json!("admin");
+    claims["email"] = serde_json::json!("admin@example.com");
+    assert_eq!(p.get("/api/x", Some(&p.mint(&claims))).await.status(), 200);
+    assert_eq!(p.echo.last().all("x-user-sub"), vec!["5f1c0d2e-uuid"]);
+}
