@@ -40,6 +40,17 @@ fn locked_versions_are_at_least_the_fixed_releases() {
     }
 }
 
+/// One HTTP parser, one h2 implementation, one TLS stack, one JWT library: a second copy of any of
+/// them would be a second place where framing or verification can disagree.
+#[test]
+fn security_critical_crates_appear_once() {
+    let locked = locked_versions();
+    for name in ["hyper", "h2", "http", "httparse", "rustls", "rustls-webpki", "jsonwebtoken"] {
+        let versions = locked.get(name).map(Vec::len).unwrap_or(0);
+        assert_eq!(versions, 1, "{name} is locked at {versions} versions");
+    }
+}
+
 #[test]
 fn jsonwebtoken_has_an_explicit_crypto_backend() {
     // jsonwebtoken 10 panics at runtime when no backend feature is selected.
