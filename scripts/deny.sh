@@ -9,6 +9,7 @@
 # fetching). cargo-deny itself is installed from crates.io into the cache on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== supply chain: cargo deny (advisories, licenses, bans, sources)"
 
 cache=${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}
 tools=$cache/tools

@@ -20,5 +20,4 @@ echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
-echo "== supply chain (cargo deny: advisories, licenses, bans, sources)"
 bash scripts/deny.sh
