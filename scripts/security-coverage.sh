@@ -11,6 +11,7 @@
 # the copy of its ID list in scripts/security-ids.txt when that file is not present, e.g. on CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== security catalog coverage (every SECURITY.md ID named by a test)"
 
 ids_file=scripts/security-ids.txt
 catalog=${SECURITY_CATALOG:-../shared/SECURITY.md}
@@ -46,7 +47,7 @@ while read -r id; do
     printf '%-8s UNCOVERED\n' "$id"
     missing=$((missing + 1))
   else
-    printf '%-8s %s\n' "$id" "$files"
+    [ -z "${VERBOSE:-}" ] || printf '%-8s %s\n' "$id" "$files"
   fi
 done <"$ids_file"
 

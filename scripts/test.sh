@@ -21,3 +21,4 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
 bash scripts/deny.sh
+bash scripts/security-coverage.sh
