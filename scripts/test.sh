@@ -22,3 +22,4 @@ echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
 bash scripts/deny.sh
 bash scripts/security-coverage.sh
+bash scripts/fuzz-smoke.sh
