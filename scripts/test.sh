@@ -21,4 +21,7 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
 echo "== config schema against an independent validator" && bash scripts/schema-check.sh
+bash scripts/deny.sh
+bash scripts/security-coverage.sh
+bash scripts/fuzz-smoke.sh
 echo "== end-to-end: real Cognito emulators, frameworks and browser (tests/e2e/run.sh)"; bash tests/e2e/run.sh

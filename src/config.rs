@@ -150,6 +150,8 @@ pub struct Shutdown {
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Longest request target (path + query, or the absolute-form URI) accepted; longer → 414.
+    pub max_uri_bytes: usize,
     pub max_token_bytes: usize,
     pub max_identity_header_bytes: usize,
     pub max_connections: usize,
@@ -264,6 +266,7 @@ const SHUTDOWN_KEYS: &[&str] = &["delay", "grace"];
 const LIMITS_KEYS: &[&str] = &[
     "header_read_timeout",
     "max_header_bytes",
+    "max_uri_bytes",
     "max_token_bytes",
     "max_identity_header_bytes",
     "max_connections",
@@ -709,7 +712,7 @@ pub fn check_jwks_uri(s: &str) -> Result<(), String> {
     }
 }
 
-fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -989,6 +992,7 @@ fn default_limits() -> Limits {
     Limits {
         header_read_timeout: secs(10),
         max_header_bytes: 32_768,
+        max_uri_bytes: 8_192,
         max_token_bytes: 16_384,
         max_identity_header_bytes: 8_192,
         max_connections: 10_000,
@@ -1013,6 +1017,7 @@ fn limits(r: &mut Reader, n: &Node) -> Option<Limits> {
         header_read_timeout: field(r, &m, "header_read_timeout", p, d.header_read_timeout, |r, n, p| r.duration(n, p)),
         // hyper's read buffer cannot be smaller than 8 KiB.
         max_header_bytes: num(r, "max_header_bytes", d.max_header_bytes, 8_192, 1_048_576),
+        max_uri_bytes: num(r, "max_uri_bytes", d.max_uri_bytes, 256, 1_048_576),
         max_token_bytes: num(r, "max_token_bytes", d.max_token_bytes, 256, 1_048_576),
         max_identity_header_bytes: num(r, "max_identity_header_bytes", d.max_identity_header_bytes, 64, 1_048_576),
         max_connections: num(r, "max_connections", d.max_connections, 1, 10_000_000),

@@ -134,6 +134,8 @@ pub enum Rejection {
     MethodNotAllowed,
     /// Request headers or token section too large.
     HeaderTooLarge,
+    /// The request target is longer than `limits.max_uri_bytes`.
+    UriTooLong,
     /// Upstream failures.
     UpstreamConnect,
     UpstreamReset,
@@ -175,7 +177,7 @@ impl Rejection {
             Rejection::InsufficientScope { .. } => Reason::InsufficientScope,
             Rejection::UnencodableClaim => Reason::UnencodableClaim,
             Rejection::KeysUnavailable => Reason::KeysUnavailable,
-            Rejection::MethodNotAllowed => Reason::BadRequest,
+            Rejection::MethodNotAllowed | Rejection::UriTooLong => Reason::BadRequest,
             Rejection::HeaderTooLarge => Reason::HeaderTooLarge,
             Rejection::UpstreamConnect => Reason::UpstreamConnect,
             Rejection::UpstreamReset => Reason::UpstreamReset,
@@ -197,6 +199,7 @@ impl Rejection {
             | Rejection::BadRequest(_)
             | Rejection::MethodNotAllowed
             | Rejection::HeaderTooLarge
+            | Rejection::UriTooLong
             | Rejection::UpstreamConnect
             | Rejection::UpstreamReset
             | Rejection::UpstreamTimeout
@@ -229,6 +232,7 @@ impl Rejection {
             Rejection::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", None),
             Rejection::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Rejection::HeaderTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request", None),
+            Rejection::UriTooLong => (StatusCode::URI_TOO_LONG, "invalid_request", None),
             Rejection::UpstreamConnect | Rejection::UpstreamReset | Rejection::UpstreamProtocol => {
                 (StatusCode::BAD_GATEWAY, "bad_gateway", None)
             }
@@ -336,6 +340,7 @@ mod tests {
             (Rejection::BadRequest(Reason::AmbiguousPath), 400),
             (Rejection::MethodNotAllowed, 405),
             (Rejection::HeaderTooLarge, 431),
+            (Rejection::UriTooLong, 414),
             (Rejection::UpstreamConnect, 502),
             (Rejection::UpstreamReset, 502),
             (Rejection::UpstreamProtocol, 502),

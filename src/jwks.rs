@@ -449,10 +449,14 @@ fn classify(e: &reqwest::Error) -> FetchError {
             return FetchError::Tls(s.to_string());
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref()
-                && inner.downcast_ref::<rustls::Error>().is_some()
-            {
-                return FetchError::Tls(inner.to_string());
+            // `io::Error::source()` skips the error an io::Error wraps, and the connector nests
+            // io::Errors (Other → InvalidData → rustls::Error): unwrap them by hand.
+            let mut inner = io.get_ref();
+            while let Some(e) = inner {
+                if e.downcast_ref::<rustls::Error>().is_some() {
+                    return FetchError::Tls(e.to_string());
+                }
+                inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
             }
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return FetchError::Timeout;

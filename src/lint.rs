@@ -8,7 +8,7 @@
 use http::Method;
 use serde::Serialize;
 
-use crate::config::{AuthMode, Config, CredentialSource, Mode, Route, TokenUse};
+use crate::config::{AuthMode, Config, CredentialSource, Mode, Route, TokenUse, UpstreamTarget};
 
 /// One warning about a loadable config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,6 +68,21 @@ pub fn lint(c: &Config) -> Vec<Finding> {
             "forward_token",
             None,
             "identity_headers.forward_token is true: the app receives the raw credential".to_owned(),
+        ));
+    }
+    // The trust boundary (SECURITY DEP-01): identity headers mean something only if nothing but
+    // Portcullis can reach the app. An upstream on a routable address usually means the app
+    // listens there too, where any pod can send it `X-User-Sub` directly.
+    if let UpstreamTarget::Http { authority } = &c.upstream.target
+        && !crate::config::is_loopback_host(authority.host())
+    {
+        out.push(finding(
+            "non_loopback_upstream",
+            None,
+            format!(
+                "upstream {authority} is not a loopback address: make sure the app is reachable only through \
+                 Portcullis (bind it to 127.0.0.1 or a unix socket), or anyone who reaches it can set identity headers"
+            ),
         ));
     }
     out

@@ -135,6 +135,7 @@ async fn pipeline(
     conn: Conn,
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Permit), Rejection> {
+    check_uri_length(&req, rt.config.limits.max_uri_bytes)?;
     check_method(&req)?;
     check_host(&req)?;
     // Before anything reads the request: no client header may pose as identity (SPEC §4).
@@ -169,6 +170,17 @@ async fn pipeline(
     log.upstream = Some(upstream_elapsed);
     shared.metrics.upstream_duration_seconds.with_label_values(&[route.name()]).observe(upstream_elapsed.as_secs_f64());
     Ok((response?, permit))
+}
+
+/// A request target longer than `limits.max_uri_bytes` is a 414 before any of it is examined
+/// (SECURITY PATH-11). hyper's buffer limit (`max_header_bytes` → 431) stays the backstop for
+/// lines too long to even finish parsing.
+fn check_uri_length(req: &Request<Incoming>, max: usize) -> Result<(), Rejection> {
+    let uri = req.uri();
+    let len = uri.scheme_str().map_or(0, str::len)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if len > max { Err(Rejection::UriTooLong) } else { Ok(()) }
 }
 
 /// `CONNECT` and `TRACE` are never forwarded; h2c upgrades are refused; methods must be

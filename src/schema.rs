@@ -186,6 +186,7 @@ pub fn schema() -> Value {
             "limits": object("Request limits.", json!({
                 "header_read_timeout": duration("Slowloris bound (default 10s)."),
                 "max_header_bytes": integer("Request line + headers (default 32768).", 8192, 1_048_576),
+                "max_uri_bytes": integer("Longer request targets are 414 (default 8192).", 256, 1_048_576),
                 "max_token_bytes": integer("Longer tokens are 401 malformed_token (default 16384).", 256, 1_048_576),
                 "max_identity_header_bytes": integer("All identity headers together (default 8192).", 64, 1_048_576),
                 "max_connections": integer("Further connections are closed at accept (default 10000).", 1, 10_000_000),

@@ -321,8 +321,13 @@ impl Verifier {
 }
 
 fn now() -> Result<f64, TokenError> {
+    unix_seconds(SystemTime::now())
+}
+
+/// Seconds since the Unix epoch of a wall-clock reading.
+fn unix_seconds(t: SystemTime) -> Result<f64, TokenError> {
     // Never panic on a broken clock (SECURITY OPS-09): report it and fail closed.
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).map_err(|_| {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).map_err(|_| {
         tracing::error!("system clock is before the Unix epoch; refusing to verify tokens");
         TokenError::Clock
     })

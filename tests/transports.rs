@@ -37,6 +37,9 @@ fn unix_app(path: &std::path::Path) {
     });
 }
 
+/// SECURITY DEP-02 (the hardening offered instead of a signed `X-User-Assertion`, which is not
+/// implemented): the app can listen on a unix socket, so file permissions, not the network,
+/// decide who besides Portcullis can hand it identity headers.
 #[tokio::test]
 async fn unix_socket_upstream_receives_authorised_requests() {
     let dir = temp_dir("unix");

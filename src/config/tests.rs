@@ -212,6 +212,8 @@ fn require_on_public_route_is_an_error() {
     assert_error(&format!("{BASE}    auth: none\n    require:\n      groups_any: [A]\n"), "17:7", "no effect");
 }
 
+/// SECURITY CLM-18: a rule on a claim users can change themselves (`custom:*`, `email`, …) is
+/// reported (SPEC §2: `check` warns; rules on groups and scopes are the recommended form).
 #[test]
 fn user_writable_claims_warn() {
     let c = parse(&format!("{BASE}    require:\n      claims:\n        \"custom:role\": admin\n"), "p.yaml", &no_env)
@@ -258,4 +260,46 @@ fn example_config_loads() {
     let text = include_str!("../../config.example.yaml");
     let c = parse(text, "config.example.yaml", &no_env).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.issuers.iter().any(|i| i.cognito));
+}
+
+/// SECURITY DEP-01: an upstream on a routable address is flagged at load (logged at startup and by
+/// `check`): the app must be reachable only through Portcullis. Loopback and unix sockets are not.
+#[test]
+fn non_loopback_upstream_is_flagged() {
+    let warned = |url: &str| {
+        let c = parse(&BASE.replace("http://127.0.0.1:8000", url), "p.yaml", &no_env).unwrap();
+        c.warnings.iter().any(|w| w.contains("not a loopback address"))
+    };
+    for url in ["http://10.0.0.5:8000", "http://app.internal:8000", "http://0.0.0.0:8000", "http://[fd00::1]:80"] {
+        assert!(warned(url), "{url}");
+    }
+    for url in ["http://127.0.0.1:8000", "http://127.1.2.3:8000", "http://localhost:8000", "http://[::1]:8000"] {
+        assert!(!warned(url), "{url}");
+    }
+    assert!(!warned("unix:/run/app.sock"));
+}
+
+/// SECURITY OPS-03, OPS-06: every kind of bad file an operator might push — a YAML syntax error,
+/// an unknown key, a wrong type, an unknown `token_use`, a missing required field — is refused
+/// as a whole with file, line and key, so it can never be partly applied (a reload keeps the old
+/// snapshot; a first start exits non-zero, see tests/binary.rs).
+#[test]
+fn bad_files_are_refused_whole_with_line_and_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("routes:\n  - name: app\n    path: /**\n   bad: [\n", "", "YAML"),
+        ("routes:\n  - name: app\n    path: /**\n    methodz: [GET]\n", "15:5", "methodz"),
+        ("routes:\n  - name: app\n    path: /**\n    auth: nope\n", "15:11", "auth"),
+        ("routes:\n  - name: app\n    path: /**\n    require:\n      token_use: refresh\n", "16:18", "token_use"),
+        ("routes:\n  - name: app\n", "13:5", "path"),
+    ];
+    let head = BASE.split("routes:").next().unwrap();
+    for (tail, location, fragment) in cases {
+        let yaml = format!("{head}{tail}");
+        let errs = errors(&yaml);
+        assert!(!errs.is_empty(), "{tail:?} loaded");
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!("p.yaml:{location}")) && e.contains(fragment)),
+            "{tail:?}: expected p.yaml:{location}… mentioning {fragment:?}, got {errs:#?}"
+        );
+    }
 }

@@ -411,3 +411,17 @@ fn at_hash_matches_the_openid_connect_example() {
     // OpenID Connect Core 1.0, Appendix A.4: the published access token and its at_hash.
     assert_eq!(super::at_hash(b"jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
 }
+
+/// SECURITY OPS-09: a wall clock before 1970 (or any unrepresentable reading) never panics the
+/// way `jsonwebtoken::get_current_timestamp` would; it is a `Clock` error, which fails closed as
+/// 503 keys_unavailable rather than admitting or blaming the token. NTP steps in either direction
+/// only move the token-time checks (wall clock); caches, cooldowns and timeouts run on tokio's
+/// monotonic clock, pinned by the paused-clock tests in `jwks/tests.rs`.
+#[test]
+fn clock_before_the_epoch_fails_closed_without_panicking() {
+    let before = UNIX_EPOCH - Duration::from_secs(24 * 3600);
+    assert_eq!(unix_seconds(before), Err(TokenError::Clock));
+    assert_eq!(TokenError::Clock.reason(), Reason::KeysUnavailable);
+    let stepped = UNIX_EPOCH + Duration::from_secs(1_000);
+    assert_eq!(unix_seconds(stepped), Ok(1_000.0));
+}
