@@ -2,7 +2,8 @@
 # The README's first hour, done as a newcomer would and checked: clone the repository, run the
 # "Quick start" demo command exactly as written, paste every `curl` line the demo prints and check
 # the status the line's own comment promises (at least one 200 through the proxy with a token),
-# then follow "protect your own app": copy config.example.yaml and `check` it.
+# then follow "protect your own app": copy config.example.yaml and `check` it, and run the
+# README's csv-groups decoders against the wire format.
 #
 # Bounded: the demo start (which includes the release build) waits at most WALKTHROUGH_BUILD_SECS,
 # each curl at most 10 s; the demo is stopped by its process-group id, never by name.
@@ -72,6 +73,7 @@ wait "$pgid" || { echo "FAIL: demo exited non-zero after Ctrl-C" >&2; exit 1; }
 pgid=""
 
 echo "== protect your own app: copy config.example.yaml, check it"
+python3 scripts/deploy/readme_snippets.py README.md
 cp config.example.yaml portcullis.yaml
 "$CARGO_TARGET_DIR/release/portcullis" check --config portcullis.yaml
 echo "walk-through: $ran curl lines as promised, $ok200 authenticated 200s"
