@@ -20,7 +20,8 @@ echo "== hadolint Dockerfile"
 "$DEPLOY_BIN/hadolint" --failure-threshold info Dockerfile
 
 echo "== Dockerfile build stage, natively (cargo build --release --locked, musl)"
-rootfs="$(bash scripts/deploy/docker-native.sh "$work/image" | tail -n 1)"
+bash scripts/deploy/docker-native.sh "$work/image"
+rootfs="$(cat "$work/image/rootfs.path")"
 binary="$rootfs/usr/local/bin/portcullis"
 
 echo "== kustomize: render every entry point"

@@ -49,17 +49,21 @@ done
 grep -q '^Press Ctrl-C' "$out" || { tail -20 "$work/demo.err" >&2; echo "FAIL: demo not up after ${limit}s" >&2; exit 1; }
 
 echo "== paste the printed curl lines"
-expect="" ran=0 ok200=0
+comment="" expect="" ran=0 ok200=0
 while IFS= read -r line; do
   case "$line" in
-    "# "*) expect="$(printf '%s' "$line" | sed -n 's/.*: \([0-9][0-9][0-9]\)$/\1/p')" ;;
+    "# "*) comment="$line"; expect="$(printf '%s' "$line" | sed -n 's/.*: \([0-9][0-9][0-9]\)$/\1/p')" ;;
     "curl "*)
       # The line as printed, with the status written out instead of the body (never the token).
-      code="$(bash -c "curl -o /dev/null -w %{http_code} --max-time 10 ${line#curl }")"
+      code="$(bash -c "curl -o '$work/body' -w %{http_code} --max-time 10 ${line#curl }")"
       shown="$(printf '%s' "$line" | sed -E 's/Bearer [A-Za-z0-9._-]+/Bearer <token>/')"
       echo "$code  $shown"
       if [ -n "$expect" ] && [ "$code" != "$expect" ]; then echo "FAIL: expected $expect" >&2; exit 1; fi
       if [ "$code" = 200 ] && [[ "$line" == *Bearer* ]]; then ok200=$((ok200 + 1)); fi
+      # "a forged identity header is stripped": the echo app must not have seen the forged group.
+      if [[ "$comment" == *forged* ]] && grep -q Admins "$work/body"; then
+        echo "FAIL: the forged X-User-Groups reached the app" >&2; exit 1
+      fi
       ran=$((ran + 1)) expect="" ;;
   esac
 done < "$out"
@@ -76,4 +80,9 @@ echo "== protect your own app: copy config.example.yaml, check it"
 python3 scripts/deploy/readme_snippets.py README.md
 cp config.example.yaml portcullis.yaml
 "$CARGO_TARGET_DIR/release/portcullis" check --config portcullis.yaml
+echo "== cargo install --path . (README), then --version names the commit"
+cargo install --quiet --locked --path . --root "$work/root"
+version="$("$work/root/bin/portcullis" --version)"
+echo "$version"
+[[ "$version" == *"($(git rev-parse --short=12 HEAD))"* ]] || { echo "FAIL: --version lacks the commit" >&2; exit 1; }
 echo "walk-through: $ran curl lines as promised, $ok200 authenticated 200s"

@@ -20,3 +20,4 @@ echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit + integration)"
 cargo test --locked --all-targets
+bash scripts/deploy-check.sh            # Dockerfile lint + native build, deploy/ render + validate + invariants, README walk-through

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the container image's contents from ./Dockerfile without a Docker engine, then run the
 # result the way the image would: in a chroot holding only the runtime stage's files, as uid 65532,
-# with nothing writable. Usage: docker-native.sh SCRATCH_DIR   (prints the rootfs path last)
+# with nothing writable. Usage: docker-native.sh SCRATCH_DIR   (writes the rootfs path to
+# SCRATCH_DIR/rootfs.path)
 #
 # What it proves: the Dockerfile's build commands still work (--locked, the musl target, the
 # dependency-layer stub, .dockerignore lets through what COPY needs); the binary is static and
@@ -99,4 +100,4 @@ wait $pid && rc=0 || rc=$?
 trap - EXIT
 [ "$rc" = 0 ] || { cat "$log" >&2; echo "FAIL: exit $rc after SIGTERM" >&2; exit 1; }
 echo "SIGTERM → exit 0"
-echo "$rootfs"
+echo "$rootfs" > "$scratch/rootfs.path"
