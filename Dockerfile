@@ -32,7 +32,7 @@ ENV PORTCULLIS_GIT_COMMIT=${GIT_COMMIT}
 # CARGO_TARGET_DIR is unset in the image; the native CI run sets it to reuse its cache.
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --target x86_64-unknown-linux-musl \
- && cp "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/portcullis" /src/portcullis
+ && cp "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/portcullis" ./portcullis
 
 # distroless/static: CA roots (/etc/ssl/certs), /etc/passwd with nonroot (65532), tzdata; no shell,
 # no libc (the binary is static). Nothing is written at run time, so `readOnlyRootFilesystem` holds.
