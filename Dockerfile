@@ -4,7 +4,7 @@
 #   docker build --build-arg GIT_COMMIT="$(git rev-parse --short=12 HEAD)" -t portcullis .
 #   docker run --read-only -p 8080:8080 -v "$PWD/portcullis.yaml:/etc/portcullis/portcullis.yaml:ro" portcullis
 #
-# scripts/docker-native.sh executes this file's build stage natively in CI (same RUN lines, same
+# scripts/deploy/docker-native.sh executes this file's build stage natively in CI (same RUN lines, same
 # COPY layout) and then runs the result in a chroot that holds only what the runtime stage copies,
 # so neither the commands nor the "static binary, nothing else needed" claim can rot unnoticed.
 
