@@ -24,4 +24,5 @@ echo "== config schema against an independent validator" && bash scripts/schema-
 bash scripts/deny.sh
 bash scripts/security-coverage.sh
 bash scripts/fuzz-smoke.sh
+bash scripts/deploy-check.sh            # Dockerfile lint + native build, deploy/ render + validate + invariants, README walk-through
 echo "== end-to-end: real Cognito emulators, frameworks and browser (tests/e2e/run.sh)"; bash tests/e2e/run.sh
