@@ -103,7 +103,10 @@ async fn run(config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, "portcullis started");
+    // Tokio sizes its worker pool with `available_parallelism`, which honours the cgroup CPU
+    // quota (cpu.max) on Linux; `TOKIO_WORKER_THREADS` overrides it. Logged so it can be checked.
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, workers, "portcullis started");
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
         return ExitCode::FAILURE;
     };
