@@ -39,6 +39,11 @@ def spread(xs):
     return (max(xs) - min(xs)) / statistics.median(xs)
 
 
+def ratio_of(runs, a, b, rnd):
+    x, y = runs.get(a, {}).get(rnd), runs.get(b, {}).get(rnd)
+    return x["rps"] / y["rps"] if x and y and y["rps"] else None
+
+
 def fmt(x, spec):
     return "–" if x is None else format(x, spec)
 
@@ -122,7 +127,9 @@ def main():
         "date": date, "machine": m, "version": a.version,
         "wrk": f"wrk -t2 -c{a.conns} -d{a.duration}s --latency, {a.rounds} round(s)",
         "rows": rows,
-        "rotate_over_single": (by[("portcullis", "rotate")]["rps"] or 0) / single["rps"] if single["rps"] else None,
+        # Per round (same machine state), then the median: not the ratio of two medians.
+        "rotate_over_single": med([ratio_of(runs, ("portcullis", "rotate"), ("portcullis", "single"), k)
+                                   for k in runs.get(("portcullis", "rotate"), {})]),
         "p99_over_plain": single["p99_ms"] / plain["p99_ms"] if single["p99_ms"] and plain["p99_ms"] else None,
         "peak_rss_mib_single_rotate": max(rss_warm) / 1024 if rss_warm else None,
         "peak_rss_mib_unique": max(rss_unique) / 1024 if rss_unique else None,
@@ -141,7 +148,7 @@ def main():
                      f'{fmt(r["x_plain"], ".2f")} | {fmt(r["p50_ms"], ".2f")} | {fmt(r["p99_ms"], ".2f")} | '
                      f'{fmt(r["rps_spread"] and r["rps_spread"] * 100, ".0f")}% |')
     lines += ["",
-              f"- rotating / single: {fmt(summary['rotate_over_single'], '.2f')}; "
+              f"- rotating / single (per round, median): {fmt(summary['rotate_over_single'], '.2f')}; "
               f"p99 single / nginx-plain p99: {fmt(summary['p99_over_plain'], '.2f')}",
               f"- peak RSS (VmHWM): {fmt(summary['peak_rss_mib_single_rotate'], '.1f')} MiB over the single and "
               f"rotate runs, {fmt(summary['peak_rss_mib_unique'], '.1f')} MiB in a unique run",
