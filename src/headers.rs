@@ -60,6 +60,13 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+/// Header names set on every forwarded request, built at compile time: inserting by `&str`
+/// would parse and validate the name again on each request (docs/profiling.md).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// What [`strip_untrusted`] removed, for `stripped_headers_total{kind}`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stripped {
@@ -292,23 +299,13 @@ pub fn rewrite_for_upstream(headers: &mut HeaderMap, permit: &Permit, f: &Forwar
 
     // Every client line is kept, in order, as one list with the peer last; values that are not
     // visible ASCII are dropped rather than forwarded (SPEC §4).
-    let peer_ip = f.peer.ip().to_string();
-    let mut xff: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    xff.push(&peer_ip);
-    let value = HeaderValue::from_str(&xff.join(", "))
-        .unwrap_or_else(|_| HeaderValue::from_str(&peer_ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")));
-    headers.insert("x-forwarded-for", value);
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(if f.tls { "https" } else { "http" }));
+    let value = forwarded_for(headers, f.peer.ip());
+    headers.insert(X_FORWARDED_FOR, value);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if f.tls { "https" } else { "http" }));
     if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert("x-request-id", f.request_id.clone());
+    headers.insert(X_REQUEST_ID, f.request_id.clone());
 
     // `insert` replaces every previous value: exactly one field line each (SECURITY HDR-03).
     if let Some(id) = permit.identity() {
@@ -318,6 +315,25 @@ pub fn rewrite_for_upstream(headers: &mut HeaderMap, permit: &Permit, f: &Forwar
             headers.insert(name.clone(), value.clone());
         }
     }
+}
+
+/// The client's `X-Forwarded-For` lines joined into one list, then the peer address. Built in one
+/// buffer; without client lines (the common case) it is just the peer address.
+fn forwarded_for(headers: &HeaderMap, peer: std::net::IpAddr) -> HeaderValue {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(48);
+    for v in headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).map(str::trim) {
+        if !v.is_empty() {
+            out.push_str(v);
+            out.push_str(", ");
+        }
+    }
+    let _ = write!(out, "{peer}");
+    // `to_str` above admits only visible ASCII and an IP address is ASCII, so this cannot fail;
+    // if it did, the peer alone is still the truth.
+    HeaderValue::try_from(out).unwrap_or_else(|_| {
+        HeaderValue::try_from(peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    })
 }
 
 /// Response headers: hop-by-hop and `Connection`-named removed, request id echoed.
@@ -333,7 +349,7 @@ pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue, keep_
     } else {
         strip_hop_by_hop(headers);
     }
-    headers.insert("x-request-id", request_id.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
 #[cfg(test)]

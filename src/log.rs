@@ -18,6 +18,10 @@ pub fn truncate(s: &str) -> Truncated<'_> {
 
 impl fmt::Display for Truncated<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The common case in one write: short (bytes ≥ chars) and nothing to replace.
+        if self.0.len() <= MAX_LOGGED_CHARS && !self.0.chars().any(char::is_control) {
+            return f.write_str(self.0);
+        }
         for (count, c) in self.0.chars().enumerate() {
             if count == MAX_LOGGED_CHARS {
                 return f.write_str("…");

@@ -170,7 +170,10 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, "portcullis started");
+    // Tokio sizes its worker pool with `available_parallelism`, which honours the cgroup CPU
+    // quota (cpu.max) on Linux; `TOKIO_WORKER_THREADS` overrides it. Logged so it can be checked.
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, workers, "portcullis started");
     // Hot reload: file changes (watched directory) and SIGHUP (SPEC §6).
     let reloader = portcullis::reload::Reloader::new(&app, &path, Box::new(env_lookup));
     let watcher = match reloader.spawn_watcher() {

@@ -119,7 +119,7 @@ pub async fn handle(
             (rejection.into_response(request_id.to_str().unwrap_or_default(), origin.as_ref()), decision, reason)
         }
     };
-    response.headers_mut().insert("x-request-id", request_id);
+    response.headers_mut().insert(headers::X_REQUEST_ID, request_id);
     if shared.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Ask HTTP/1 clients to reconnect (and so reach a replica that is not leaving).
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -343,12 +343,18 @@ fn upstream_kind(r: &Rejection) -> Option<&'static str> {
 
 /// Keep a client's `X-Request-Id` only when it is a short safe token (SECURITY OBS-02).
 fn request_id(headers: &http::HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get("x-request-id")
+    if let Some(v) = headers.get(crate::headers::X_REQUEST_ID)
         && (1..=64).contains(&v.len())
         && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
     {
         return v.clone();
     }
-    let id = format!("{:032x}", rand::random::<u128>());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    // 32 lower-case hex digits, written without an intermediate String.
+    let mut id = [0u8; 32];
+    let mut n = rand::random::<u128>();
+    for b in id.iter_mut().rev() {
+        *b = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }

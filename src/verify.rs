@@ -512,15 +512,24 @@ mod strict {
 /// Bounded cache of verified tokens, keyed by SHA-256 of the whole token (so memory per entry
 /// does not grow with token size). Entries expire at `exp` and are dropped when their key leaves
 /// the JWKS; failures are never cached (SECURITY DOS-08).
+///
+/// Admission: a token is cached on its second successful verification, not its first. A
+/// one-shot token (a flood of fresh tokens, or a client that never reuses one) then costs 8 bytes
+/// in the `seen` doorkeeper instead of a full entry, so such traffic cannot evict the tokens of
+/// real sessions or hold memory; a real session pays one extra verification per token lifetime.
+/// The doorkeeper only decides admission: lookups always compare the full digest, so a
+/// fingerprint collision can at worst admit a token one verification early.
 struct TokenCache {
     map: DashMap<[u8; 32], Arc<Verified>>,
     capacity: usize,
+    /// 64-bit fingerprints of tokens verified once; emptied when it reaches `capacity`.
+    seen: std::sync::Mutex<std::collections::HashSet<u64>>,
     metrics: Arc<Metrics>,
 }
 
 impl TokenCache {
     fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
-        TokenCache { map: DashMap::new(), capacity, metrics }
+        TokenCache { map: DashMap::new(), capacity, seen: Default::default(), metrics }
     }
 
     fn digest(token: &str) -> [u8; 32] {
@@ -540,7 +549,7 @@ impl TokenCache {
     }
 
     fn insert(&self, digest: [u8; 32], v: Arc<Verified>) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || !self.admit(&digest) {
             return;
         }
         if self.map.len() >= self.capacity {
@@ -548,6 +557,23 @@ impl TokenCache {
         }
         self.map.insert(digest, v);
         self.metrics.token_cache_entries.set(self.map.len() as i64);
+    }
+
+    /// Whether this successful verification is the token's second (see the type's comment). Only
+    /// runs on cache misses, which have just paid for an RSA verification, so one lock is cheap.
+    fn admit(&self, digest: &[u8; 32]) -> bool {
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&digest[..8]);
+        let fp = u64::from_le_bytes(fp);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.remove(&fp) {
+            return true;
+        }
+        if seen.len() >= self.capacity {
+            seen.clear();
+        }
+        seen.insert(fp);
+        false
     }
 
     /// Drop expired entries; if still full, drop an arbitrary eighth. Amortised: runs only

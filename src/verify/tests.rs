@@ -67,9 +67,13 @@ async fn a_valid_access_token_verifies_and_is_cached() {
     assert_eq!(first.sub, "user-1");
     assert_eq!(first.groups, vec!["Admins"]);
     assert_eq!(first.client_id, CLIENT);
+    assert_eq!(v.cache.map.len(), 0, "a token seen once is not cached yet");
     let second = v.verify(&t, UseRule::Issuer).await.unwrap();
-    assert!(Arc::ptr_eq(&first, &second), "second call is a cache hit");
+    assert!(!Arc::ptr_eq(&first, &second), "the second use verifies again, then is cached");
+    let third = v.verify(&t, UseRule::Issuer).await.unwrap();
+    assert!(Arc::ptr_eq(&second, &third), "third call is a cache hit");
     assert_eq!(v.metrics.token_cache_hits_total.get(), 1);
+    assert_eq!(v.metrics.token_cache_misses_total.get(), 2);
 }
 
 #[tokio::test]
@@ -382,6 +386,8 @@ async fn cached_entries_expire_with_their_key() {
     let v = verifier_with(&k, "access", true).await;
     let t = k.mint(&claims());
     assert!(v.verify(&t, UseRule::Issuer).await.is_ok());
+    assert!(v.verify(&t, UseRule::Issuer).await.is_ok());
+    assert_eq!(v.cache.map.len(), 1, "cached after its second use");
     // The key set becomes stale past max_stale: the cached verification must not keep passing.
     tokio::time::advance(Duration::from_secs(25 * 3600)).await;
     assert_eq!(v.verify(&t, UseRule::Issuer).await.map(|_| ()), Err(TokenError::KeysUnavailable));
@@ -395,9 +401,13 @@ async fn cache_stays_bounded() {
     v.cache.capacity = 16;
     for i in 0..100 {
         let t = k.mint(&with(claims(), "jti", json!(format!("t{i}"))));
+        // Twice: the second successful verification admits it.
+        assert!(v.verify(&t, UseRule::Issuer).await.is_ok());
         assert!(v.verify(&t, UseRule::Issuer).await.is_ok());
         assert!(v.cache.map.len() <= 16);
+        assert!(v.cache.seen.lock().unwrap().len() <= 16);
     }
+    assert!(!v.cache.map.is_empty());
     // Failures are never cached.
     let before = v.cache.map.len();
     for i in 0..50 {
@@ -424,4 +434,27 @@ fn clock_before_the_epoch_fails_closed_without_panicking() {
     assert_eq!(TokenError::Clock.reason(), Reason::KeysUnavailable);
     let stepped = UNIX_EPOCH + Duration::from_secs(1_000);
     assert_eq!(unix_seconds(stepped), Ok(1_000.0));
+}
+
+#[tokio::test]
+async fn one_shot_tokens_are_not_cached_and_the_doorkeeper_stays_bounded() {
+    // A flood of fresh valid tokens, each used once, leaves no entries behind: only the 8-byte
+    // fingerprints, themselves bounded by the capacity.
+    let k = LocalIssuer::generate("k1").unwrap();
+    let mut v = verifier_with(&k, "access", true).await;
+    v.cache.capacity = 8;
+    let reused = k.mint(&claims());
+    for _ in 0..3 {
+        assert!(v.verify(&reused, UseRule::Issuer).await.is_ok());
+    }
+    assert_eq!(v.cache.map.len(), 1);
+    for i in 0..40 {
+        let t = k.mint(&with(claims(), "jti", json!(format!("once{i}"))));
+        assert!(v.verify(&t, UseRule::Issuer).await.is_ok());
+        assert!(v.cache.seen.lock().unwrap().len() <= 8);
+    }
+    assert_eq!(v.cache.map.len(), 1, "no one-shot token was admitted");
+    let hits = v.metrics.token_cache_hits_total.get();
+    assert!(v.verify(&reused, UseRule::Issuer).await.is_ok());
+    assert_eq!(v.metrics.token_cache_hits_total.get(), hits + 1);
 }
