@@ -32,13 +32,6 @@ impl Drop for Fixture {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-reload-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Routes for generation "A": `/api/**` needs any signed-in user.
 const ROUTES_A: &str =
     "routes:\n  - name: public\n    path: /public/**\n    auth: none\n  - name: api\n    path: /api/**\n";
@@ -292,22 +285,6 @@ async fn listener_changes_are_reported_as_needing_a_restart() {
     assert_eq!(f.status("/api/x", &token).await, 403);
 }
 
-fn make_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj"])
-        .arg(format!("/CN={cn}"))
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (Debian: openssl)");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    (cert, key)
-}
-
 fn tls_client(cert_pem: &[u8]) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -320,8 +297,8 @@ fn tls_client(cert_pem: &[u8]) -> reqwest::Client {
 async fn tls_certificate_rotation_is_picked_up_without_restart() {
     // cert-manager style: the Secret volume swaps `..data`; the config names tls/tls.crt.
     let certs = temp_dir("tls-certs");
-    let (a_crt, a_key) = make_cert(&certs, "first");
-    let (b_crt, b_key) = make_cert(&certs, "second");
+    let (a_crt, a_key) = self_signed_cert(&certs, "first", "IP:127.0.0.1");
+    let (b_crt, b_key) = self_signed_cert(&certs, "second", "IP:127.0.0.1");
     let tls_dir = temp_dir("tls-secret");
     let install = |n: usize, crt: &Path, key: &Path| {
         let ts_name = format!("..2026_{n:02}");

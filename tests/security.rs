@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -382,17 +381,7 @@ async fn malformed_upstream_responses_are_502_and_the_connection_is_discarded() 
 async fn tls_front(backend: SocketAddr, san: &str, dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf) {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let (cert, key) = (dir.join("jwks.crt"), dir.join("jwks.key"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=jwks"])
-        .args(["-addext", &format!("subjectAltName={san}"), "-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (Debian: openssl)");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = self_signed_cert(dir, "jwks", san);
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(&cert).unwrap().collect::<Result<_, _>>().unwrap();
     let key = PrivateKeyDer::from_pem_file(&key).unwrap();
@@ -418,13 +407,6 @@ async fn tls_front(backend: SocketAddr, san: &str, dir: &std::path::Path) -> (So
         }
     });
     (addr, cert)
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-sec-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The harness config with the JWKS at `jwks` (an https URL) and an optional `ca_file`.

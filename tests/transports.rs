@@ -4,20 +4,12 @@
 mod support;
 
 use std::convert::Infallible;
-use std::process::Command;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use support::*;
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A unix-socket app that answers with the identity it received.
 fn unix_app(path: &std::path::Path) {
@@ -57,17 +49,7 @@ async fn unix_socket_upstream_receives_authorised_requests() {
 #[tokio::test]
 async fn tls_is_terminated_and_the_app_is_told_https() {
     let dir = temp_dir("tls");
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (Debian: openssl)");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = self_signed_cert(&dir, "localhost", "IP:127.0.0.1,DNS:localhost");
     let yaml = config(
         "access",
         &format!("tls:\n  cert_file: {}\n  key_file: {}\n{PUBLIC_AND_API}", cert.display(), key.display()),

@@ -859,3 +859,29 @@ pub const PUBLIC_AND_API: &str = r#"routes:
   - name: api
     path: /api/**
 "#;
+
+/// A fresh, empty scratch directory for one test binary (`name` must be unique within it).
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A self-signed leaf certificate and key (`<name>.crt`, `<name>.key` in `dir`) made by the
+/// `openssl` CLI, valid for `san` (e.g. `IP:127.0.0.1,DNS:localhost`).
+pub fn self_signed_cert(dir: &std::path::Path, name: &str, san: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj"])
+        .arg(format!("/CN={name}"))
+        .args(["-addext", &format!("subjectAltName={san}"), "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (Debian: openssl)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (cert, key)
+}
