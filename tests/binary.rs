@@ -2,9 +2,11 @@
 //! (SECURITY OPS-06); SIGTERM turns readiness false at once, keeps serving for `shutdown.delay`,
 //! then exits 0 (SECURITY OPS-01).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::spawn_binary;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -60,22 +62,7 @@ fn sigterm_drains_then_exits_zero() {
             jwks.display()
         ),
     );
-    let mut child = bin()
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = loop {
-        let line = lines.next().expect("the binary logs its start").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "portcullis started" {
-            break v;
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, started) = spawn_binary(&path);
     let admin = started["admin"].as_str().unwrap().to_owned();
     let proxy = started["listen"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -67,17 +67,7 @@ impl Fixture {
         let app = App::start(cfg).await.expect("app starts");
         let reloader = Reloader::new(&app, &path, Box::new(|_| None));
         let watcher = watch.then(|| reloader.spawn_watcher().expect("watcher"));
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let p = Proxy {
-            proxy_addr: app.proxy_addr,
-            admin_addr: app.admin_addr,
-            shared: app.shared.clone(),
-            app: Some(app),
-            jwks,
-            echo,
-            issuer,
-            client,
-        };
+        let p = Proxy::new(app, jwks, echo, issuer);
         p.wait_ready().await;
         Fixture { p, dir, path, reloader, watcher }
     }
@@ -359,8 +349,6 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 
 #[test]
 fn the_binary_reloads_on_sighup_and_on_file_change() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     use std::time::{Duration, Instant};
     let dir = temp_dir("binary");
     let issuer = LocalIssuer::generate("k1").unwrap();
@@ -374,22 +362,8 @@ fn the_binary_reloads_on_sighup_and_on_file_change() {
     };
     let path = dir.join("portcullis.yaml");
     std::fs::write(&path, yaml("first")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let admin = loop {
-        let line = lines.next().expect("the binary logs its start").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "portcullis started" {
-            break v["admin"].as_str().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, started) = spawn_binary(&path);
+    let admin = started["admin"].as_str().unwrap().to_owned();
     let generation = || {
         let text = http_get(&admin, "/metrics").unwrap_or_default();
         metric(&text, "portcullis_config_generation", &[])

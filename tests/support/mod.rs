@@ -544,18 +544,7 @@ impl Setup {
         let config = portcullis::config::parse(&yaml, "test.yaml", &|_| None)
             .unwrap_or_else(|e| panic!("config does not load:\n{}\n---\n{yaml}", e.messages.join("\n")));
         let app = App::start(config).await.expect("app starts");
-        let client =
-            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("http client");
-        let proxy = Proxy {
-            proxy_addr: app.proxy_addr,
-            admin_addr: app.admin_addr,
-            shared: app.shared.clone(),
-            app: Some(app),
-            jwks,
-            echo,
-            issuer,
-            client,
-        };
+        let proxy = Proxy::new(app, jwks, echo, issuer);
         if self.wait_ready {
             proxy.wait_ready().await;
         }
@@ -581,6 +570,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Wrap a started app and the parts it was configured with, plus an HTTP client for it.
+    pub fn new(app: App, jwks: JwksServer, echo: Echo, issuer: LocalIssuer) -> Proxy {
+        let client =
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("http client");
+        Proxy {
+            proxy_addr: app.proxy_addr,
+            admin_addr: app.admin_addr,
+            shared: app.shared.clone(),
+            app: Some(app),
+            jwks,
+            echo,
+            issuer,
+            client,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.proxy_addr)
     }
@@ -884,4 +889,28 @@ pub fn self_signed_cert(dir: &std::path::Path, name: &str, san: &str) -> (std::p
         .expect("openssl is installed (Debian: openssl)");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     (cert, key)
+}
+
+/// Run the real binary on `config` with JSON logs, wait for its "portcullis started" line and
+/// return the child with that line (its `listen` and `admin` addresses). The rest of stderr is
+/// drained in the background so the child never blocks on a full pipe.
+pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, Value) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let started = loop {
+        let line = lines.next().expect("the binary logs its start").expect("stderr line");
+        let v: Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "portcullis started" {
+            break v;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, started)
 }
