@@ -167,7 +167,11 @@ async fn settle_unread_body(
     expects_continue: bool,
     response: &mut Response<ProxyBody>,
 ) {
-    if version >= Version::HTTP_2 || response.status() == StatusCode::SWITCHING_PROTOCOLS {
+    let closing =
+        response.headers().get_all(header::CONNECTION).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    // Nothing to keep: HTTP/2 streams, a tunnel, or a connection that closes anyway (a 400,
+    // draining) — reading a body for a connection about to close would only delay the answer.
+    if version >= Version::HTTP_2 || response.status() == StatusCode::SWITCHING_PROTOCOLS || closing {
         return;
     }
     let kept = match leftover {

@@ -116,10 +116,11 @@ fn assert_only_follow_ups_reached_the_app(p: &Proxy) {
     assert!(paths.iter().all(|path| path == "/public/next"), "a refused request reached the app: {paths:?}");
 }
 
-/// SECURITY DOS-02 (bounded body handling), SMUG-04: a 401 for a body of every size and both
-/// framings, repeated to beat races. Bodies within the bound are discarded and the connection is
+/// SECURITY DOS-02 (an unread body is handled within bounds): a 401 for a body of every size and
+/// both framings, repeated to beat races. Bodies within the bound are discarded and the connection is
 /// kept; bigger ones get `Connection: close`, and the client — which writes its whole body before
-/// reading, like Python `requests` — still reads the full 401 (lingering close), never a reset.
+/// reading, as curl and most HTTP/1.1 libraries do — still reads the full 401 (lingering close)
+/// and could write all of its body, never meeting a reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_of_bodies_of_every_size_keep_or_cleanly_close_the_connection() {
     let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
@@ -141,8 +142,9 @@ async fn refusals_of_bodies_of_every_size_keep_or_cleanly_close_the_connection()
     assert_only_follow_ups_reached_the_app(&p);
 }
 
-/// SECURITY SMUG-09, SMUG-11, PATH-11, RULE-01: every early answer, not only 401 — a malformed
-/// request (400), no route (403), TRACE (405), an over-long target (414) and unusable keys (503)
+/// SECURITY SMUG-09, SMUG-11, PATH-11, RULE-01, JWKS-01: every early answer, not only 401 — a
+/// malformed request (400), no route (403), TRACE (405), an over-long target (414) and unusable
+/// keys (503)
 /// — given with a body still unread, keeps its connection usable or closes it cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_early_answer_keeps_or_cleanly_closes_the_connection() {
