@@ -15,6 +15,7 @@ pub mod explain;
 pub mod headers;
 pub mod issuer;
 pub mod jwks;
+pub mod linger;
 pub mod lint;
 pub mod log;
 pub mod metrics;

@@ -7,7 +7,9 @@
 //!   → headers::rewrite_for_upstream → upstream.send → access log + metrics
 //! ```
 //!
-//! Each request loads one config snapshot and uses it from start to end.
+//! Each request loads one config snapshot and uses it from start to end. An answer given while
+//! request body bytes are still unread on the client's connection either discards them (within
+//! bounds) or says `Connection: close` (`settle_unread_body`, SPEC §3).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,16 +18,18 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::{ProxyBody, Streamed};
+use crate::body::{self, Progress, ProxyBody, Streamed};
 use crate::config::{AuthMode, CorsPreflight};
 use crate::credentials::{self, CredentialError, Found};
 use crate::error::{Decision, Reason, Rejection};
 use crate::headers::{self, Forwarding};
 use crate::policy::{self, Authn, Permit};
+use crate::route::Route;
 use crate::upstream::UpstreamError;
 use crate::verify::{PairError, TokenError, UseRule};
 use crate::{Runtime, Shared, path};
@@ -109,7 +113,11 @@ pub async fn handle(
         upstream: None,
         done: false,
     };
-    let (mut response, decision, reason) = match pipeline(&shared, &runtime, req, conn, &mut log).await {
+    let version = req.version();
+    let expects_continue = req.headers().get(header::EXPECT).is_some();
+    let mut leftover = Leftover::Nothing;
+    let outcome = pipeline(&shared, &runtime, req, conn, &mut log, &mut leftover).await;
+    let (mut response, decision, reason) = match outcome {
         Ok((response, permit)) => (response, permit.decision(), permit.reason()),
         Err(rejection) => {
             if let Some(kind) = upstream_kind(&rejection) {
@@ -124,8 +132,60 @@ pub async fn handle(
         // Ask HTTP/1 clients to reconnect (and so reach a replica that is not leaving).
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    settle_unread_body(leftover, version, expects_continue, &mut response).await;
     log.finish(response.status(), decision, reason);
     Ok(response)
+}
+
+/// What became of the request body by the time the response is ready.
+enum Leftover {
+    /// No body, or nothing left to decide about it.
+    Nothing,
+    /// Refused before forwarding: the body is still here, unread.
+    Held(Incoming),
+    /// Handed to the upstream exchange, which records whether it was read to the end.
+    Forwarded(Progress),
+}
+
+/// A body still unread when Portcullis answers is discarded, within these bounds, so the
+/// connection can be kept (SPEC §3). Anything bigger, slower, or announced with `Expect:
+/// 100-continue` is not waited for: the answer says `Connection: close` instead, and the
+/// listener's lingering close (`linger`) lets a client still sending read it.
+const DRAIN_BYTES: u64 = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// SPEC §3: a refusal never costs the client its connection silently. hyper's HTTP/1 server,
+/// when a request body is dropped unread, closes the connection after the response — but it has
+/// already written that response without `Connection: close`, so the client, promised a
+/// keep-alive, sends its next request into a closed socket (issue 12). Here every answer given
+/// with body bytes still unread either discards them first (small bodies) or says it will close.
+/// HTTP/2 needs nothing: dropping the body resets only that stream (`RST_STREAM(NO_ERROR)` once
+/// the response is complete) and the connection lives on.
+async fn settle_unread_body(
+    leftover: Leftover,
+    version: Version,
+    expects_continue: bool,
+    response: &mut Response<ProxyBody>,
+) {
+    let closing =
+        response.headers().get_all(header::CONNECTION).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    // Nothing to keep: HTTP/2 streams, a tunnel, or a connection that closes anyway (a 400,
+    // draining) — reading a body for a connection about to close would only delay the answer.
+    if version >= Version::HTTP_2 || response.status() == StatusCode::SWITCHING_PROTOCOLS || closing {
+        return;
+    }
+    let kept = match leftover {
+        Leftover::Nothing => true,
+        Leftover::Forwarded(progress) => progress.is_done(),
+        Leftover::Held(unread) if unread.is_end_stream() => true,
+        // Reading the body would send `100 Continue`, inviting the very bytes being refused
+        // (RFC 9110 §10.1.1); the client may send them anyway, so the connection cannot be kept.
+        Leftover::Held(_) if expects_continue => false,
+        Leftover::Held(unread) => body::discard(unread, DRAIN_BYTES, DRAIN_TIME).await,
+    };
+    if !kept {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 async fn pipeline(
@@ -134,10 +194,37 @@ async fn pipeline(
     mut req: Request<Incoming>,
     conn: Conn,
     log: &mut AccessLog,
+    leftover: &mut Leftover,
 ) -> Result<(Response<ProxyBody>, Permit), Rejection> {
-    check_uri_length(&req, rt.config.limits.max_uri_bytes)?;
-    check_method(&req)?;
-    check_host(&req)?;
+    let (path, permit, route) = match admit(shared, rt, &mut req, log).await {
+        Ok(admitted) => admitted,
+        Err(rejection) => {
+            // Refused before the body was touched: keep it, to discard it once the answer is
+            // ready (or to know it is there and close).
+            *leftover = Leftover::Held(req.into_body());
+            return Err(rejection);
+        }
+    };
+
+    let upstream_start = Instant::now();
+    let response = forward(shared, rt, req, &permit, &path, conn, &log.request_id, leftover).await;
+    let upstream_elapsed = upstream_start.elapsed();
+    log.upstream = Some(upstream_elapsed);
+    shared.metrics.upstream_duration_seconds.with_label_values(&[route.name()]).observe(upstream_elapsed.as_secs_f64());
+    Ok((response?, permit))
+}
+
+/// Every stage that may refuse the request before its body is read, up to the policy's permit.
+/// Returns the normalised path, the permit and the route.
+async fn admit<'r>(
+    shared: &Arc<Shared>,
+    rt: &'r Runtime,
+    req: &mut Request<Incoming>,
+    log: &mut AccessLog,
+) -> Result<(String, Permit, &'r Route), Rejection> {
+    check_uri_length(req, rt.config.limits.max_uri_bytes)?;
+    check_method(req)?;
+    check_host(req)?;
     // Before anything reads the request: no client header may pose as identity (SPEC §4).
     headers::strip_untrusted(req.headers_mut(), &rt.config.identity, &shared.metrics);
 
@@ -150,7 +237,7 @@ async fn pipeline(
     let route = rt.routes.find(req.method(), &path).ok_or(Rejection::Forbidden(Reason::NoRoute))?;
     log.route = Some(route.name().to_owned());
 
-    let authn = authenticate(rt, route.config.auth, &req).await?;
+    let authn = authenticate(rt, route.config.auth, req).await?;
     let permit = policy::decide(route, authn, rt.issuer_names())?;
     log.sub = permit.verified().map(|v| v.sub.clone());
     let auth_elapsed = log.start.elapsed();
@@ -163,13 +250,7 @@ async fn pipeline(
             "audit: the route's rules would deny this request"
         );
     }
-
-    let upstream_start = Instant::now();
-    let response = forward(rt, req, &permit, &path, conn, &log.request_id).await;
-    let upstream_elapsed = upstream_start.elapsed();
-    log.upstream = Some(upstream_elapsed);
-    shared.metrics.upstream_duration_seconds.with_label_values(&[route.name()]).observe(upstream_elapsed.as_secs_f64());
-    Ok((response?, permit))
+    Ok((path, permit, route))
 }
 
 /// A request target longer than `limits.max_uri_bytes` is a 414 before any of it is examined
@@ -257,13 +338,16 @@ async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> 
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
+    shared: &Arc<Shared>,
     rt: &Runtime,
     mut req: Request<Incoming>,
     permit: &Permit,
     path: &str,
     conn: Conn,
     request_id: &HeaderValue,
+    leftover: &mut Leftover,
 ) -> Result<Response<ProxyBody>, Rejection> {
     let websocket = headers::is_websocket_upgrade(req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
@@ -294,13 +378,34 @@ async fn forward(
 
     let uri = rt.upstream.uri(path, parts.uri.query()).map_err(|_| Rejection::BadRequest(Reason::BadRequest))?;
     let idle = rt.config.upstream.idle_timeout;
-    let mut upstream_req = Request::new(Streamed::new(body, idle, true).boxed_unsync());
+    // A body still to come is watched, so the pipeline knows at the end whether any of it is
+    // left unread on the client's connection (SPEC §3).
+    let upload = (!body.is_end_stream()).then(Progress::default);
+    let mut streamed = Streamed::new(body, idle, true);
+    if let Some(progress) = &upload {
+        streamed = streamed.watched(progress.clone());
+        *leftover = Leftover::Forwarded(progress.clone());
+    }
+    let mut upstream_req = Request::new(streamed.boxed_unsync());
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.version_mut() = if rt.config.upstream.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
     *upstream_req.headers_mut() = parts.headers;
 
-    let mut response = rt.upstream.send(upstream_req).await.map_err(|e| match e {
+    // Once the head is relayed, a failing body can only truncate the response: meter and log it,
+    // since the access log already recorded the status.
+    let errors = shared.metrics.upstream_errors_total.clone();
+    let id = request_id.clone();
+    let on_body_error = move |kind: UpstreamError, e: &crate::body::BoxError| {
+        errors.with_label_values(&[kind.kind()]).inc();
+        tracing::warn!(
+            request_id = id.to_str().unwrap_or_default(),
+            kind = kind.kind(),
+            error = %e,
+            "upstream response body failed after its head was relayed; the client sees it truncated"
+        );
+    };
+    let mut response = rt.upstream.send(upstream_req, upload.as_ref(), on_body_error).await.map_err(|e| match e {
         UpstreamError::Connect => Rejection::UpstreamConnect,
         UpstreamError::Reset => Rejection::UpstreamReset,
         UpstreamError::Timeout => Rejection::UpstreamTimeout,

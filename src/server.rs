@@ -1,8 +1,8 @@
 //! The proxy listener: accept loop with a connection limit and EMFILE back-off, optional TLS
 //! termination (rustls; the certificate is swappable at run time through [`CertStore`]),
 //! HTTP/1.1 and HTTP/2 (ALPN or prior knowledge) through hyper-util's auto builder with
-//! header-size, header-count and header-read-time limits, and graceful drain. Does not look at
-//! requests: each one goes to `proxy::handle`.
+//! header-size, header-count and header-read-time limits, lingering close (`linger`), and
+//! graceful drain. Does not look at requests: each one goes to `proxy::handle`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::Shared;
 use crate::config::{self, Config};
+use crate::linger::Linger;
 use crate::proxy::{self, Conn};
 
 #[derive(Debug, Clone)]
@@ -205,7 +206,19 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| proxy::handle(shared.clone(), req, conn));
+    // Closing lingers, so a client still sending a refused body reads the answer (SPEC §3).
+    let (io, linger) = Linger::new(io);
+    let service = service_fn(move |req| {
+        let (shared, linger) = (shared.clone(), linger.clone());
+        async move {
+            let response = proxy::handle(shared, req, conn).await;
+            // After a 101 the connection is a tunnel; its half-closes must not read anything away.
+            if response.as_ref().is_ok_and(|r| r.status() == http::StatusCode::SWITCHING_PROTOCOLS) {
+                linger.disarm();
+            }
+            response
+        }
+    });
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     tokio::select! {

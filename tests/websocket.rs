@@ -1,5 +1,6 @@
 //! WebSocket handshakes are authorised like any request and, once the app answers 101, bytes flow
-//! both ways through Portcullis. Unauthenticated handshakes never reach the app (SECURITY SMUG-08).
+//! both ways through Portcullis, also after one side half-closes. Unauthenticated handshakes never
+//! reach the app (SECURITY SMUG-08).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,6 +109,72 @@ async fn websocket_upgrade_is_authorised_then_tunnelled() {
     assert!(!upstream_head.contains("forged"), "{upstream_head}");
     assert!(upstream_head.contains("upgrade: websocket\r\n"), "{upstream_head}");
     assert!(!upstream_head.contains("authorization:"), "{upstream_head}");
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An app that answers the upgrade, at once closes its sending side, and records every byte the
+/// client sends afterwards, until the client's EOF.
+async fn half_closing_app() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+    // A small receive buffer makes the proxy's writes to the app wait often, which is when a
+    // lingering shutdown on the client side would get to read the client's bytes first.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (received, bytes) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+        let _ = received.send(rest);
+    });
+    (addr, bytes)
+}
+
+/// The lingering close that lets refused clients read their answer (SPEC §3) must not apply to
+/// a tunnel: when the app half-closes after the 101, what the client still sends reaches the app
+/// instead of being read away by the proxy's shutdown.
+#[tokio::test]
+async fn a_half_closed_tunnel_still_carries_the_clients_bytes() {
+    let issuer = LocalIssuer::generate("k1").unwrap();
+    let dir = std::env::temp_dir().join(format!("portcullis-ws-half-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
+    let (app_addr, received) = half_closing_app().await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: http://{app_addr}\nissuers:\n  - name: main\n    issuer: {ISS}\n    jwks_file: {}\n    client_ids: [c1]\n    token_use: access\nroutes:\n  - name: ws\n    path: /ws\n    auth: none\n",
+        jwks.display()
+    );
+    let config = portcullis::config::parse(&yaml, "ws.yaml", &|_| None).unwrap();
+    let app = portcullis::App::start(config).await.unwrap();
+
+    let mut s = TcpStream::connect(app.proxy_addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The app's half-close arrives as EOF...
+    let mut nothing = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut nothing)).await.unwrap().unwrap();
+    assert!(nothing.is_empty());
+    // ...and the client's side of the tunnel still carries everything it sends.
+    let talk: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let (_rd, mut wr) = s.into_split();
+    let sent = talk.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&sent).await.unwrap();
+        wr.shutdown().await.unwrap();
+    });
+    let received = tokio::time::timeout(Duration::from_secs(5), received).await.unwrap().unwrap();
+    writer.await.unwrap();
+    assert!(received == talk, "the app got {} of {} bytes", received.len(), talk.len());
     app.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
