@@ -2,7 +2,7 @@
 //! module; this file only sequences them, top to bottom:
 //!
 //! ```text
-//! check_method → headers::strip_untrusted → path::normalise → routes.find
+//! check_method → check_target → headers::strip_untrusted → path::normalise → routes.find
 //!   → credentials::extract → verifier.verify → policy::decide → Permit
 //!   → headers::rewrite_for_upstream → upstream.send → access log + metrics
 //! ```
@@ -137,6 +137,10 @@ async fn pipeline(
 ) -> Result<(Response<ProxyBody>, Permit), Rejection> {
     check_uri_length(&req, rt.config.limits.max_uri_bytes)?;
     check_method(&req)?;
+    path::check_target(req.uri()).map_err(|e| {
+        tracing::debug!(error = %e, "request target refused");
+        Rejection::BadRequest(Reason::BadRequest)
+    })?;
     check_host(&req)?;
     // Before anything reads the request: no client header may pose as identity (SPEC §4).
     headers::strip_untrusted(req.headers_mut(), &rt.config.identity, &shared.metrics);
