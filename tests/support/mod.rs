@@ -914,3 +914,45 @@ pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, Value) {
     std::thread::spawn(move || for _ in lines {});
     (child, started)
 }
+
+/// The JSON log lines a binary started by [`spawn_binary_logged`] has written so far, in order.
+#[derive(Clone, Default)]
+pub struct LogLines(Arc<Mutex<Vec<Value>>>);
+
+impl LogLines {
+    pub fn all(&self) -> Vec<Value> {
+        self.0.lock().unwrap().clone()
+    }
+    /// The access-log lines (`target: portcullis::access`).
+    pub fn access(&self) -> Vec<Value> {
+        self.all().into_iter().filter(|l| l["target"] == "portcullis::access").collect()
+    }
+}
+
+/// As [`spawn_binary`], keeping every JSON log line the binary writes (the access log included).
+pub fn spawn_binary_logged(config: &std::path::Path) -> (std::process::Child, Value, LogLines) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let started = loop {
+        let line = lines.next().expect("the binary logs its start").expect("stderr line");
+        let v: Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "portcullis started" {
+            break v;
+        }
+    };
+    let log = LogLines::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.0.lock().unwrap().push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+        }
+    });
+    (child, started, log)
+}
