@@ -188,7 +188,8 @@ pub enum Decision {
 
 impl Decision {
     /// Every decision label value (SPEC §6).
-    pub const ALL: [Decision; 5] = [Decision::Allow, Decision::Public, Decision::Deny, Decision::AuditDeny, Decision::Error];
+    pub const ALL: [Decision; 5] =
+        [Decision::Allow, Decision::Public, Decision::Deny, Decision::AuditDeny, Decision::Error];
 
     pub const fn as_str(self) -> &'static str {
         match self {

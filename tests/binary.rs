@@ -164,7 +164,8 @@ fn every_request_is_counted_and_logged_once_with_the_decision_its_cause_gives_it
     }
 
     let big = |n: usize| format!("X-Big: {}\r\n", "a".repeat(n));
-    let long_target = |n: usize| format!("GET /api/{} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "a".repeat(n)).into_bytes();
+    let long_target =
+        |n: usize| format!("GET /api/{} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "a".repeat(n)).into_bytes();
     // (what, bytes, status, route, reason)
     let cases: Vec<(&str, Vec<u8>, u16, &str, &str)> = vec![
         ("150 fields (Portcullis's limit)", head(&fields(150)), 431, "none", "header_too_large"),
@@ -175,14 +176,50 @@ fn every_request_is_counted_and_logged_once_with_the_decision_its_cause_gives_it
         ("a 66 kB target (hyper's URI limit)", long_target(66_000), 414, "none", "bad_request"),
         ("whitespace before a colon", head("X-A : b\r\n"), 400, "none", "bad_request"),
         ("obs-fold", head("X-A: b\r\n  folded\r\n"), 400, "none", "bad_request"),
-        ("two different Content-Lengths", head("Content-Length: 1\r\nContent-Length: 2\r\n"), 400, "none", "bad_request"),
+        (
+            "two different Content-Lengths",
+            head("Content-Length: 1\r\nContent-Length: 2\r\n"),
+            400,
+            "none",
+            "bad_request",
+        ),
         ("Content-Length: +4", head("Content-Length: +4\r\n"), 400, "none", "bad_request"),
         ("HTTP/1.2", b"GET /api/x HTTP/1.2\r\nHost: a\r\n\r\n".to_vec(), 400, "none", "bad_request"),
-        ("not HTTP at all", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), 400, "none", "bad_request"),
-        ("authority-form", b"GET app:80 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(), 400, "none", "bad_request"),
-        ("TRACE", b"TRACE /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(), 405, "none", "bad_request"),
-        ("an ambiguous path", b"GET /api/%2e%2e/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(), 400, "none", "ambiguous_path"),
-        ("two Authorization lines", head("Authorization: Bearer a.b.c\r\nAuthorization: Bearer d.e.f\r\n"), 400, "api", "malformed_token"),
+        (
+            "not HTTP at all",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(),
+            400,
+            "none",
+            "bad_request",
+        ),
+        (
+            "authority-form",
+            b"GET app:80 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+            "none",
+            "bad_request",
+        ),
+        (
+            "TRACE",
+            b"TRACE /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(),
+            405,
+            "none",
+            "bad_request",
+        ),
+        (
+            "an ambiguous path",
+            b"GET /api/%2e%2e/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+            "none",
+            "ambiguous_path",
+        ),
+        (
+            "two Authorization lines",
+            head("Authorization: Bearer a.b.c\r\nAuthorization: Bearer d.e.f\r\n"),
+            400,
+            "api",
+            "malformed_token",
+        ),
         ("a token that is not a JWT", head("Authorization: Bearer not-a-jwt\r\n"), 401, "api", "malformed_token"),
     ];
     let total = |text: &str| metric(text, "portcullis_requests_total", &[]);

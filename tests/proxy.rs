@@ -1132,16 +1132,43 @@ async fn malformed_framing_and_versions_are_400() {
     assert_eq!(p.echo.count(), 0);
 }
 
-/// SECURITY DOS-03: too many or too large headers → 431.
+/// SECURITY DOS-03: too many or too large headers → 431, on HTTP/1.1 and HTTP/2 alike, answered
+/// by Portcullis itself (hyper's limits are only a backstop) and so counted as client-caused
+/// (`deny`, `header_too_large`, `route="none"`).
 #[tokio::test]
 async fn oversized_header_sections_are_431() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
     let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
+    let counted = || {
+        p.metric(
+            "portcullis_requests_total",
+            &[("route", "none"), ("decision", "deny"), ("reason", "header_too_large")],
+        )
+    };
     let many: Vec<(String, String)> = (0..150).map(|i| (format!("X-H{i}"), "v".to_owned())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let big = "a".repeat(40_000);
     for bytes in [request_bytes("GET", "/public/x", &many), request_bytes("GET", "/public/x", &[("X-Big", &big)])] {
         assert_eq!(raw_response(p.proxy_addr, &bytes).await.status, 431);
     }
+    assert_eq!(counted(), 2.0);
+
+    let stream = tokio::net::TcpStream::connect(p.proxy_addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    for extra in [many.clone(), vec![("x-big", big.as_str())]] {
+        let mut req = http::Request::get(format!("http://{}/public/x", p.proxy_addr));
+        for (n, v) in &extra {
+            req = req.header(*n, *v);
+        }
+        let resp = sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await.expect("h2 response");
+        assert_eq!(resp.status(), 431);
+        let _ = resp.into_body().collect().await;
+    }
+    assert_eq!(counted(), 4.0, "the HTTP/2 refusals are Portcullis's own, counted");
     assert_eq!(p.echo.count(), 0);
 }
 

@@ -223,7 +223,8 @@ fn refusals() -> Vec<Rejection> {
 #[test]
 fn responses_table_matches_the_refusal_mapping() {
     let section = README.split("\n## Responses\n").nth(1).expect("a Responses section");
-    let table: Vec<&str> = section.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).collect();
+    let table: Vec<&str> =
+        section.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).collect();
     let mut in_table = std::collections::BTreeSet::new();
     for row in table.iter().skip(2) {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
