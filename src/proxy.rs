@@ -2,9 +2,10 @@
 //! module; this file only sequences them, top to bottom:
 //!
 //! ```text
-//! check_head_size → check_method → check_target → headers::strip_untrusted → path::normalise → routes.find
-//!   → credentials::extract → verifier.verify → policy::decide → Permit
-//!   → headers::rewrite_for_upstream → upstream.send → access log + metrics
+//! check_head_size → check_method → check_target → headers::strip_untrusted
+//!   → path::normalise → routes.find → credentials::extract → verifier.verify
+//!   → policy::decide → Permit → headers::rewrite_for_upstream → upstream.send
+//!   → access log + metrics (heads hyper refused itself: `record_refused_head`)
 //! ```
 //!
 //! Each request loads one config snapshot and uses it from start to end.
