@@ -329,6 +329,7 @@ async fn echo_connection(mut wire: Wire, state: Arc<EchoState>) {
             return;
         }
         let close = wants_close(&seen);
+        let head_request = seen.method == "HEAD";
         let extra = query_param(&seen.target, "echo_delay_ms").and_then(|v| v.parse().ok()).map(Duration::from_millis);
         let size: Option<usize> = query_param(&seen.target, "echo_bytes").and_then(|v| v.parse().ok());
         let body = match size {
@@ -341,6 +342,9 @@ async fn echo_connection(mut wire: Wire, state: Arc<EchoState>) {
             tokio::time::sleep(delay).await;
         }
         let ctype = if size.is_some() { "application/octet-stream" } else { "application/json" };
+        // A correct app sends no body in answer to HEAD. (Bytes after a HEAD response would be
+        // read as the next response on a reused upstream connection: issue 12 item 3.)
+        let body = if head_request { Vec::new() } else { body };
         if write_response(&mut wire, 200, ctype, &body, close).await.is_err() || close {
             return;
         }
