@@ -45,13 +45,13 @@ done
 if [ -n "$missing" ]; then
   [ "$(id -u)" = 0 ] || die "missing:$missing (Debian: apt-get install$missing)"
   say "apt-get install$missing"
-  apt-get update -qq
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
   # Debian would start the system nginx on :80; keep services from starting, as Docker images do.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing
   rm -f /usr/sbin/policy-rc.d
   trap - EXIT
 fi

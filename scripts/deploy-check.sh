@@ -19,6 +19,32 @@ trap 'rm -rf "$work"' EXIT
 echo "== hadolint Dockerfile"
 "$DEPLOY_BIN/hadolint" --failure-threshold info Dockerfile
 
+echo "== dockerfile_native.py: what RUN steps print never reaches its JSON summary"
+# The first run on a machine without musl-tools once failed here: apt-get's output, inherited by
+# the RUN step, landed in front of the summary on stdout. A two-stage fixture whose RUN prints.
+fx="$work/fixture"
+mkdir -p "$fx/ctx"
+echo hello > "$fx/ctx/hello.txt"
+cat > "$fx/Dockerfile" <<'EOF'
+FROM docker.io/library/rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY hello.txt ./
+RUN echo noise-on-stdout && cat hello.txt && cp hello.txt out.txt
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /src/out.txt /out.txt
+ENTRYPOINT ["true"]
+EOF
+python3 scripts/deploy/dockerfile_native.py "$fx/Dockerfile" "$fx/ctx" "$fx/a" >"$fx/stdout" 2>"$fx/stderr"
+python3 scripts/deploy/dockerfile_native.py "$fx/Dockerfile" "$fx/ctx" "$fx/b" --summary "$fx/summary.json" >"$fx/stdout2" 2>/dev/null
+python3 -c '
+import json, sys
+out, err, out2, summary = (open(p).read() for p in sys.argv[1:5])
+assert json.loads(out)["entrypoint"] == ["true"], out   # stdout is the summary and nothing else
+assert "noise-on-stdout" in err, err                     # the step did print, to stderr
+assert out2 == "" and json.loads(summary)["entrypoint"] == ["true"], (out2, summary)
+print("RUN output goes to stderr; the summary parses (stdout and --summary)")' \
+  "$fx/stdout" "$fx/stderr" "$fx/stdout2" "$fx/summary.json"
+
 echo "== Dockerfile build stage, natively (cargo build --release --locked, musl)"
 bash scripts/deploy/docker-native.sh "$work/image"
 rootfs="$(cat "$work/image/rootfs.path")"

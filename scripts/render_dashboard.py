@@ -9,6 +9,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,8 @@ def mint(sub, groups=(), scope="openid", exp_in=3600):
 
 class Echo(BaseHTTPRequestHandler):
     def do_GET(self):
-        time.sleep(random.uniform(0.005, 0.03))
+        # /slow/ answers after upstream.timeout: a 504, charted under errors.
+        time.sleep(0.8 if self.path.startswith("/slow/") else random.uniform(0.005, 0.03))
         self.send_response(200)
         self.send_header("content-length", "2")
         self.end_headers()
@@ -65,6 +67,7 @@ def config(extra_route=""):
 admin_listen: 127.0.0.1:0
 upstream:
   url: http://127.0.0.1:{echo.server_address[1]}
+  timeout: 500ms
 issuers:
   - name: main
     issuer: {ISS}
@@ -76,6 +79,7 @@ routes:
   - {{name: admin, path: /admin/**, require: {{groups_any: [Admins]}}}}
   - {{name: reports, path: /reports/**, mode: audit, require: {{groups_any: [Analysts]}}}}
   - {{name: app, path: /app/**, require: {{scopes_all: [openid]}}}}
+  - {{name: slow, path: /slow/**, auth: none}}
 {extra_route}"""
 cfg = os.path.join(tmp, "portcullis.yaml")
 open(cfg, "w").write(config())
@@ -91,6 +95,20 @@ for line in proc.stderr:
         break
 threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
 
+def raw(head):
+    """A request as a scanner or a broken client sends it: refused before routing (`route="none"`)."""
+    try:
+        host, port = listen.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(head)
+            while s.recv(4096):
+                pass
+    except OSError:
+        pass
+
+MALFORMED = [b"GET /app/x HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", b"GET app:80 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+             b"GET /app/%2e%2e/admin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"\x16\x03\x01\x00\x05hello\r\n\r\n"]
+
 def get(url, token=None):
     req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"} if token else {})
     try:
@@ -102,13 +120,16 @@ tokens = {"admin": mint("ada", ["Admins"]), "analyst": mint("ana", ["Analysts"])
           "noscope": mint("nos", [], scope="email"), "expired": mint("old", [], exp_in=-3600)}
 mix = [("/health", None, 3), ("/admin/users", "admin", 4), ("/admin/users", "staff", 2), ("/reports/q3", "analyst", 3),
        ("/reports/q3", "staff", 2), ("/app/home", "staff", 8), ("/app/home", "noscope", 1), ("/app/home", None, 1),
-       ("/app/home", "expired", 1), ("/nowhere", "staff", 1)]
+       ("/app/home", "expired", 1), ("/nowhere", "staff", 1), ("/slow/x", None, 1), ("RAW", None, 1)]
 weighted = [m for m in mix for _ in range(m[2])]
 stop = time.time() + DURATION
 def load():
     while time.time() < stop:
         path, who, _ = random.choice(weighted)
-        get(f"http://{listen}{path}", tokens.get(who))
+        if path == "RAW":
+            raw(random.choice(MALFORMED))
+        else:
+            get(f"http://{listen}{path}", tokens.get(who))
 threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
 for t in threads:
     t.start()
@@ -200,7 +221,7 @@ def gauge_series(name, by, agg=max):
 
 dash = json.load(open(dashboard_path))
 panels = {p["id"]: p for p in dash["panels"]}
-fig, axes = plt.subplots(3, 3, figsize=(20, 13))
+fig, axes = plt.subplots(4, 3, figsize=(20, 17))
 fig.suptitle(f"{dash['title']} — preview from {len(scrapes)} scrapes of the real binary under load "
              "(reload ok at 20 s, invalid file at 35 s, SIGHUP at 45 s)", fontsize=13)
 
@@ -222,7 +243,8 @@ def plot(ax, pid, series, fmt=lambda k: " ".join(k), stacked=False, unit=""):
 
 a = axes.flat
 plot(next(a), 1, rate_series("portcullis_requests_total", ["route", "decision"]), stacked=True, unit="req/s")
-plot(next(a), 2, rate_series("portcullis_requests_total", ["reason"], lambda l: l.get("decision") in ("deny", "error")), stacked=True, unit="req/s")
+plot(next(a), 2, rate_series("portcullis_requests_total", ["reason"], lambda l: l.get("decision") == "deny"), stacked=True, unit="req/s")
+plot(next(a), 10, rate_series("portcullis_requests_total", ["reason"], lambda l: l.get("decision") == "error"), stacked=True, unit="req/s")
 ax = next(a)
 lat = {("auth p99",): quantile_series("portcullis_auth_duration_seconds", 0.99),
        ("auth p50",): quantile_series("portcullis_auth_duration_seconds", 0.50),
@@ -247,6 +269,8 @@ hits = rate_series("portcullis_token_cache_hits_total", [])
 miss = rate_series("portcullis_token_cache_misses_total", [])
 ratio = [(t, h / (h + m) if h + m else 0) for (t, h), (_, m) in zip(hits.get((), []), miss.get((), []))]
 plot(ax, 9, {("token cache hit ratio",): ratio})
+for ax in a:
+    ax.set_visible(False)
 fig.tight_layout(rect=(0, 0, 1, 0.96))
 fig.savefig(out_png, dpi=80)
 print(f"wrote {out_png} from {len(scrapes)} scrapes")

@@ -9,7 +9,8 @@ venv="$cache/schema-venv"
 if ! "$venv/bin/python" -c 'import jsonschema, yaml' >/dev/null 2>&1; then
   if ! python3 -m venv --help >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && apt-get install -y -qq python3-venv
+      apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv >&2
     else
       echo "scripts/schema-check.sh: python3-venv is required" >&2
       exit 1

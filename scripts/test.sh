@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # Test prerequisites beyond the Rust toolchain: the TLS test makes its certificate with openssl.
 if ! command -v openssl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq openssl
+    # Output to stderr; wait for dpkg's lock when another job is installing at the same time.
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq openssl >&2
   else
     echo "scripts/test.sh: openssl is required (Debian: apt-get install openssl)" >&2
     exit 1

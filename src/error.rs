@@ -43,6 +43,37 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in SPEC §6 order (docs and dashboards are checked against this list).
+    pub const ALL: [Reason; 27] = [
+        Reason::Ok,
+        Reason::Public,
+        Reason::MissingToken,
+        Reason::MalformedToken,
+        Reason::BadAlg,
+        Reason::UnknownKid,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::BadIss,
+        Reason::BadTokenUse,
+        Reason::BadClient,
+        Reason::BadClaim,
+        Reason::UnencodableClaim,
+        Reason::InsufficientScope,
+        Reason::ForbiddenGroup,
+        Reason::ForbiddenClaim,
+        Reason::NoRoute,
+        Reason::KeysUnavailable,
+        Reason::AmbiguousPath,
+        Reason::BadRequest,
+        Reason::HeaderTooLarge,
+        Reason::UpstreamConnect,
+        Reason::UpstreamReset,
+        Reason::UpstreamTimeout,
+        Reason::UpstreamProtocol,
+        Reason::ClientAbort,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Reason::Ok => "ok",
@@ -156,6 +187,10 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Every decision label value (SPEC §6).
+    pub const ALL: [Decision; 5] =
+        [Decision::Allow, Decision::Public, Decision::Deny, Decision::AuditDeny, Decision::Error];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Decision::Allow => "allow",
@@ -187,19 +222,22 @@ impl Rejection {
         }
     }
 
-    /// Denials are the policy saying no; errors are faults (client framing, upstream, keys).
+    /// Who is at fault (SPEC §6). `deny`: every refusal the client caused — no or a bad token, a
+    /// rule not met, and a malformed, ambiguous, oversized or forbidden-method request (400, 401,
+    /// 403, 405, 414, 431). `error`: Portcullis or the app failed (503, 502, 504), or the client
+    /// went away. Dashboards and alerts page on `error`, so attack traffic must never land there.
     pub fn decision(&self) -> Decision {
         match self {
             Rejection::MissingToken
             | Rejection::InvalidToken(_)
             | Rejection::InsufficientScope { .. }
             | Rejection::Forbidden(_)
-            | Rejection::UnencodableClaim => Decision::Deny,
-            Rejection::KeysUnavailable
+            | Rejection::UnencodableClaim
             | Rejection::BadRequest(_)
             | Rejection::MethodNotAllowed
             | Rejection::HeaderTooLarge
-            | Rejection::UriTooLong
+            | Rejection::UriTooLong => Decision::Deny,
+            Rejection::KeysUnavailable
             | Rejection::UpstreamConnect
             | Rejection::UpstreamReset
             | Rejection::UpstreamTimeout
@@ -350,6 +388,78 @@ mod tests {
             let label = format!("{rejection:?}");
             assert_eq!(parts(rejection).0.as_u16(), status, "{label}");
         }
+    }
+
+    /// SPEC §6: a refusal the client caused is `deny`, whatever its status; `error` is kept for
+    /// faults of Portcullis or the app (5xx) and for clients that went away.
+    #[test]
+    fn client_caused_refusals_are_deny_and_only_faults_are_error() {
+        let every = [
+            Rejection::MissingToken,
+            Rejection::InvalidToken(Reason::Expired),
+            Rejection::InsufficientScope { scope: "a".into() },
+            Rejection::Forbidden(Reason::BadIss),
+            Rejection::UnencodableClaim,
+            Rejection::KeysUnavailable,
+            Rejection::BadRequest(Reason::MalformedToken),
+            Rejection::BadRequest(Reason::AmbiguousPath),
+            Rejection::BadRequest(Reason::BadRequest),
+            Rejection::MethodNotAllowed,
+            Rejection::HeaderTooLarge,
+            Rejection::UriTooLong,
+            Rejection::UpstreamConnect,
+            Rejection::UpstreamReset,
+            Rejection::UpstreamTimeout,
+            Rejection::UpstreamProtocol,
+        ];
+        for rejection in every {
+            let label = format!("{rejection:?}");
+            let decision = rejection.decision();
+            let status = parts(rejection).0;
+            let want = if status.is_server_error() { Decision::Error } else { Decision::Deny };
+            assert_eq!(decision, want, "{label} ({status})");
+        }
+        assert_eq!(Rejection::ClientAbort.decision(), Decision::Error);
+    }
+
+    /// `Reason::ALL` lists every variant exactly once (the docs and dashboard tests read it).
+    #[test]
+    fn every_reason_is_listed_once() {
+        // Exhaustive: a new variant does not compile until it has a place here and in `ALL`.
+        let position = |r: Reason| match r {
+            Reason::Ok => 0,
+            Reason::Public => 1,
+            Reason::MissingToken => 2,
+            Reason::MalformedToken => 3,
+            Reason::BadAlg => 4,
+            Reason::UnknownKid => 5,
+            Reason::BadSignature => 6,
+            Reason::Expired => 7,
+            Reason::NotYetValid => 8,
+            Reason::BadIss => 9,
+            Reason::BadTokenUse => 10,
+            Reason::BadClient => 11,
+            Reason::BadClaim => 12,
+            Reason::UnencodableClaim => 13,
+            Reason::InsufficientScope => 14,
+            Reason::ForbiddenGroup => 15,
+            Reason::ForbiddenClaim => 16,
+            Reason::NoRoute => 17,
+            Reason::KeysUnavailable => 18,
+            Reason::AmbiguousPath => 19,
+            Reason::BadRequest => 20,
+            Reason::HeaderTooLarge => 21,
+            Reason::UpstreamConnect => 22,
+            Reason::UpstreamReset => 23,
+            Reason::UpstreamTimeout => 24,
+            Reason::UpstreamProtocol => 25,
+            Reason::ClientAbort => 26,
+        };
+        for (i, r) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(position(r), i, "{}", r.as_str());
+        }
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
     }
 
     #[test]

@@ -293,8 +293,26 @@ impl Explainer {
         if !method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
             return Err(Rejection::BadRequest(crate::error::Reason::BadRequest));
         }
-        let target = raw_path.split('?').next().unwrap_or_default();
-        let normalised = path::normalise(target).map_err(|e| {
+        // The target as the proxy receives it (SPEC §2): origin-form as written; anything else as
+        // hyper parses a request line, where only absolute-form names a path (the same check as
+        // the proxy's, so `explain` and `test` give its 400 for `host:port` and `*`).
+        let target = if raw_path.starts_with('/') {
+            raw_path.split('?').next().unwrap_or_default().to_owned()
+        } else {
+            let refused = |ex: &mut Explanation, why: String| {
+                ex.path_error = Some(why);
+                Rejection::BadRequest(crate::error::Reason::BadRequest)
+            };
+            let uri: http::Uri = match raw_path.parse() {
+                Ok(uri) => uri,
+                Err(e) => return Err(refused(ex, format!("not a request target: {e}"))),
+            };
+            if let Err(e) = path::check_target(&uri) {
+                return Err(refused(ex, e.to_string()));
+            }
+            uri.path().to_owned()
+        };
+        let normalised = path::normalise(&target).map_err(|e| {
             ex.path_error = Some(e.to_string());
             Rejection::BadRequest(crate::error::Reason::AmbiguousPath)
         })?;

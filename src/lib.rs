@@ -161,6 +161,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub runtime: ArcSwap<Runtime>,
     draining: AtomicBool,
+    /// `limits.max_header_bytes` as the listener was started with: like hyper's own limits set
+    /// from it, it needs a restart to change (`reload`).
+    pub(crate) max_header_bytes: usize,
 }
 
 impl Shared {
@@ -214,8 +217,12 @@ impl App {
         metrics.config_generation.set(1);
         metrics.config_reloads_total.with_label_values(&["ok"]).inc_by(0);
         metrics.config_reloads_total.with_label_values(&["error"]).inc_by(0);
-        let shared =
-            Arc::new(Shared { metrics, runtime: ArcSwap::from_pointee(runtime), draining: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            metrics,
+            runtime: ArcSwap::from_pointee(runtime),
+            draining: AtomicBool::new(false),
+            max_header_bytes: settings.max_header_bytes,
+        });
         let (stop_accepting, stop_rx) = tokio::sync::watch::channel(false);
         let proxy_task = tokio::spawn(server::serve(shared.clone(), proxy_listener, tls, settings, stop_rx.clone()));
         let admin_task = tokio::spawn(admin::serve(shared.clone(), admin_listener, stop_rx));

@@ -139,6 +139,51 @@ pub fn split_target(target: &str) -> Result<(&str, Option<&str>), PathError> {
     })
 }
 
+/// Why a request target is not one Portcullis can authorise (SPEC §2: only origin-form and
+/// absolute-form name a path). Every variant maps to 400 `bad_request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetError {
+    /// Authority-form (`host:port`, RFC 9112 §3.2.3): CONNECT's form, and no path at all.
+    AuthorityForm,
+    /// Asterisk-form (`*`, RFC 9112 §3.2.4): a server-wide `OPTIONS`, no path at all.
+    AsteriskForm,
+    /// An authority with userinfo (`http://user@host/`): invalid for `http(s)` (RFC 9110 §4.2.4),
+    /// and it would reach the app as `Host` when the request carries none.
+    Userinfo,
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetError::AuthorityForm => "authority-form request target (host:port): no path to authorise",
+            TargetError::AsteriskForm => "asterisk-form request target (*): no path to authorise",
+            TargetError::Userinfo => "request target with userinfo (user@host)",
+        })
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// Accepts only the request-target forms that name a path: origin-form (`/p?q`) and
+/// absolute-form (`http://h/p?q`, matched on its path). `uri` is the target as hyper parsed it
+/// (HTTP/1) or built it from the pseudo-headers (HTTP/2, where it is always absolute).
+///
+/// Authority-form has an empty path, which [`normalise`] would turn into `/`: a route for `/`
+/// (or a catch-all `/**`) would then authorise, and forward, a path the client never named.
+pub fn check_target(uri: &http::Uri) -> Result<(), TargetError> {
+    // `http` keeps a bare `*` (and an HTTP/2 `:path: *`) as the path "*".
+    if uri.path() == "*" {
+        return Err(TargetError::AsteriskForm);
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err(TargetError::AuthorityForm);
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(TargetError::Userinfo);
+    }
+    Ok(())
+}
+
 /// Normalises a raw path component into the single canonical path used for
 /// both route matching and forwarding.
 ///
@@ -400,6 +445,35 @@ fn push_escape(out: &mut String, byte: u8) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_origin_and_absolute_form_targets_are_accepted() {
+        use super::TargetError::*;
+        let table: &[(&str, Result<(), super::TargetError>)] = &[
+            ("/", Ok(())),
+            ("/a/b?q=1", Ok(())),
+            ("//x", Ok(())),
+            ("http://h", Ok(())),
+            ("http://h:8080/a?q", Ok(())),
+            ("https://h/a", Ok(())),
+            ("app:80", Err(AuthorityForm)),
+            ("app", Err(AuthorityForm)),
+            ("127.0.0.1:8000", Err(AuthorityForm)),
+            ("[::1]:80", Err(AuthorityForm)),
+            ("*", Err(AsteriskForm)),
+            ("http://h*", Ok(())),
+            ("http://user@h/a", Err(Userinfo)),
+            ("http://user:pw@h/a", Err(Userinfo)),
+            ("user@h:80", Err(AuthorityForm)),
+        ];
+        for (target, want) in table {
+            let uri: http::Uri = target.parse().unwrap_or_else(|e| panic!("{target}: {e}"));
+            assert_eq!(super::check_target(&uri), *want, "{target}");
+        }
+        // HTTP/2 builds absolute URIs; `:path: *` keeps the asterisk.
+        let h2 = http::Uri::builder().scheme("http").authority("h").path_and_query("*").build().unwrap();
+        assert_eq!(super::check_target(&h2), Err(AsteriskForm));
+    }
+
     use super::PathError::*;
     use super::*;
     use proptest::prelude::*;

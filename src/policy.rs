@@ -97,8 +97,9 @@ fn evaluate(auth: AuthMode, require: &Require, authn: Authn, issuer_names: &[Str
     Ok(Permit { identity: Some(verified), decision: Decision::Allow, reason: Reason::Ok })
 }
 
-/// Every `require` condition, in a fixed order: token kind and issuer (401, the token is not
-/// valid for this route), then scopes, groups, claims (403).
+/// Every `require` condition, in a fixed order: token kind (401: the token is not of a kind this
+/// route accepts), then issuer, scopes, groups, claims (403: a valid token whose route requirement
+/// is not met, SPEC §3).
 fn check(require: &Require, v: &Verified, issuer_names: &[String]) -> Result<(), Rejection> {
     if let Some(want) = require.token_use
         && !v.satisfies_use(want)
@@ -108,7 +109,9 @@ fn check(require: &Require, v: &Verified, issuer_names: &[String]) -> Result<(),
     if let Some(allowed) = &require.issuers {
         let name = issuer_names.get(v.issuer).map(String::as_str).unwrap_or_default();
         if !allowed.iter().any(|a| a == name) {
-            return Err(Rejection::InvalidToken(Reason::BadIss));
+            // The token verified against its own pool; it is simply not admitted here. A 401 would
+            // tell a browser app to refresh and retry, which can never succeed (SPEC §3: 403).
+            return Err(Rejection::Forbidden(Reason::BadIss));
         }
     }
     // Requirement strings are expanded once each; only templated ones allocate.

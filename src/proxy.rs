@@ -2,9 +2,10 @@
 //! module; this file only sequences them, top to bottom:
 //!
 //! ```text
-//! check_method → headers::strip_untrusted → path::normalise → routes.find
-//!   → credentials::extract → verifier.verify → policy::decide → Permit
-//!   → headers::rewrite_for_upstream → upstream.send → access log + metrics
+//! check_head_size → check_method → check_target → headers::strip_untrusted
+//!   → path::normalise → routes.find → credentials::extract → verifier.verify
+//!   → policy::decide → Permit → headers::rewrite_for_upstream → upstream.send
+//!   → access log + metrics (heads hyper refused itself: `record_refused_head`)
 //! ```
 //!
 //! Each request loads one config snapshot and uses it from start to end. An answer given while
@@ -222,8 +223,13 @@ async fn admit<'r>(
     req: &mut Request<Incoming>,
     log: &mut AccessLog,
 ) -> Result<(String, Permit, &'r Route), Rejection> {
+    check_head_size(req, shared.max_header_bytes)?;
     check_uri_length(req, rt.config.limits.max_uri_bytes)?;
     check_method(req)?;
+    path::check_target(req.uri()).map_err(|e| {
+        tracing::debug!(error = %e, "request target refused");
+        Rejection::BadRequest(Reason::BadRequest)
+    })?;
     check_host(req)?;
     // Before anything reads the request: no client header may pose as identity (SPEC §4).
     headers::strip_untrusted(req.headers_mut(), &rt.config.identity, &shared.metrics);
@@ -253,15 +259,77 @@ async fn admit<'r>(
     Ok((path, permit, route))
 }
 
-/// A request target longer than `limits.max_uri_bytes` is a 414 before any of it is examined
-/// (SECURITY PATH-11). hyper's buffer limit (`max_header_bytes` → 431) stays the backstop for
-/// lines too long to even finish parsing.
-fn check_uri_length(req: &Request<Incoming>, max: usize) -> Result<(), Rejection> {
-    let uri = req.uri();
-    let len = uri.scheme_str().map_or(0, str::len)
+/// The most header fields a request may carry (SPEC §2 `limits.max_header_bytes`: "over 100
+/// fields → 431"). hyper's own limits are set higher (`server`), as a backstop, so that Portcullis
+/// answers — and counts and logs — every ordinary oversized head itself.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// Request line plus header section over `limits.max_header_bytes` (counted as they travel on an
+/// HTTP/1.1 connection, `Name: value` CRLF each; HTTP/2 heads are counted the same way), or more
+/// than [`MAX_HEADER_FIELDS`] fields: 431 (SECURITY DOS-03).
+fn check_head_size(req: &Request<Incoming>, max_bytes: usize) -> Result<(), Rejection> {
+    let headers = req.headers();
+    if headers.len() > MAX_HEADER_FIELDS {
+        return Err(Rejection::HeaderTooLarge);
+    }
+    // `METHOD SP target SP HTTP/1.1 CRLF`, each field line, and the empty line.
+    let mut bytes = req.method().as_str().len() + target_len(req.uri()) + "  HTTP/1.1\r\n\r\n".len();
+    for (name, value) in headers {
+        bytes += name.as_str().len() + value.len() + ": \r\n".len();
+        if bytes > max_bytes {
+            return Err(Rejection::HeaderTooLarge);
+        }
+    }
+    if bytes > max_bytes { Err(Rejection::HeaderTooLarge) } else { Ok(()) }
+}
+
+fn target_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, str::len)
         + uri.authority().map_or(0, |a| a.as_str().len())
-        + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
-    if len > max { Err(Rejection::UriTooLong) } else { Ok(()) }
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+}
+
+/// A request hyper refused while reading its head — it answered 400, 414 or 431 itself and closed
+/// the connection, so `handle` never saw it: counted and logged here, once, like every other
+/// request (SPEC §6: `route="none"`, `decision="deny"`). `error` is what the connection ended
+/// with; anything but a parse error (the client went away between requests, TLS, I/O, an idle
+/// keep-alive timing out) is not a request and records nothing.
+pub fn record_refused_head(shared: &Shared, error: &(dyn std::error::Error + Send + Sync + 'static)) {
+    let Some(e) = error.downcast_ref::<hyper::Error>() else { return };
+    if !e.is_parse() {
+        return;
+    }
+    // hyper's automatic responses (its `role::Server::on_error`): too large → 431, except a URI
+    // over its fixed 64 KiB limit → 414; any other parse error → 400.
+    let detail = e.to_string();
+    let (status, reason) = if !e.is_parse_too_large() {
+        (StatusCode::BAD_REQUEST, Reason::BadRequest)
+    } else if detail.starts_with("URI too long") {
+        (StatusCode::URI_TOO_LONG, Reason::BadRequest)
+    } else {
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Reason::HeaderTooLarge)
+    };
+    let request_id = request_id(&http::HeaderMap::new());
+    tracing::info!(
+        target: "portcullis::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        route = "none",
+        decision = Decision::Deny.as_str(),
+        reason = reason.as_str(),
+        status = status.as_u16(),
+        // hyper's fixed description ("invalid HTTP header parsed", …); never request bytes.
+        detail = %crate::log::truncate(&detail),
+        total_us = 0u64,
+    );
+    // Counted after the line is written: whoever sees the count can find the line.
+    shared.metrics.requests_total.with_label_values(&["none", Decision::Deny.as_str(), reason.as_str()]).inc();
+}
+
+/// A request target longer than `limits.max_uri_bytes` is a 414 before any of it is examined
+/// (SECURITY PATH-11). A head over `max_header_bytes` was already a 431 (`check_head_size`), and
+/// hyper's buffer limit stays the backstop for lines too long to even finish parsing.
+fn check_uri_length(req: &Request<Incoming>, max: usize) -> Result<(), Rejection> {
+    if target_len(req.uri()) > max { Err(Rejection::UriTooLong) } else { Ok(()) }
 }
 
 /// `CONNECT` and `TRACE` are never forwarded; h2c upgrades are refused; methods must be

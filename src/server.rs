@@ -115,21 +115,28 @@ pub fn tls_acceptor(store: Arc<CertStore>) -> Result<tokio_rustls::TlsAcceptor, 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// hyper's own head limits: a backstop above Portcullis's (`proxy::check_head_size` answers 431
+/// for anything over `max_header_bytes` or 100 fields, and counts and logs it). Heads too large
+/// even for this are refused by hyper and recorded from the connection's result
+/// (`proxy::record_refused_head`).
+fn backstop_header_bytes(s: &Settings) -> usize {
+    s.max_header_bytes.saturating_mul(2).max(64 * 1024)
+}
+
 fn builder(s: &Settings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         // Slowloris: the whole header section must arrive within this time (SECURITY DOS-01).
         .header_read_timeout(s.header_read_timeout)
-        // Request line + headers over this → 431 (hyper), more than 100 fields → 431.
-        .max_buf_size(s.max_header_bytes)
-        .max_headers(100)
+        .max_buf_size(backstop_header_bytes(s))
+        .max_headers(proxy::MAX_HEADER_FIELDS * 2)
         .keep_alive(true)
         .half_close(false);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(100)
-        .max_header_list_size(s.max_header_bytes as u32)
+        .max_header_list_size(u32::try_from(backstop_header_bytes(s)).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(50)
         .max_local_error_reset_streams(256)
         .keep_alive_interval(Duration::from_secs(30));
@@ -206,6 +213,7 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let recorder = shared.clone();
     // Closing lingers, so a client still sending a refused body reads the answer (SPEC §3).
     let (io, linger) = Linger::new(io);
     let service = service_fn(move |req| {
@@ -221,16 +229,17 @@ async fn serve_connection<I>(
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    tokio::select! {
-        res = connection.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        }
+    let result = tokio::select! {
+        res = connection.as_mut() => res,
         _ = stopped(&mut stop) => {
             // Finish in-flight requests, close idle keep-alives, GOAWAY on h2.
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            connection.await
         }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+        // A head hyper refused itself is still a request: counted and logged once.
+        proxy::record_refused_head(&recorder, &*e);
     }
 }

@@ -496,8 +496,9 @@ async fn several_user_pools_are_selected_by_exact_iss() {
         assert_eq!(p.echo.last().one("x-user-sub"), Some(sub));
     }
     assert_eq!(p.get("/partners/x", Some(&partner_token)).await.status(), 200);
+    // A valid token from a pool the route does not admit: 403, not 401 (SPEC §3).
     let resp = p.get("/partners/x", Some(&main_token)).await;
-    assert_eq!(error_of(resp).await, (401, "invalid_token".to_owned()));
+    assert_eq!(error_of(resp).await, (403, "forbidden".to_owned()));
     assert_eq!(p.reason_count("bad_iss"), 1.0);
 
     // Partner's key, main's iss (and main's kid): the main pool's keys do not verify it.
@@ -519,6 +520,77 @@ async fn several_user_pools_are_selected_by_exact_iss() {
     assert_eq!(p.get("/api/x", Some(&t)).await.status(), 401);
     assert_eq!(p.reason_count("bad_iss"), 2.0);
     assert!(p.metrics().contains("issuer=\"partner\""), "per-issuer JWKS metrics");
+}
+
+/// SPEC §3: `require.issuers` not met is a plain 403 `bad_iss` (the token is valid, the route
+/// does not admit its pool) — not a 401, which sends single-page apps into a refresh-and-retry
+/// loop that cannot succeed. The proxy, `explain` and `portcullis test` give the same answer for
+/// the same token, because they share one decision function.
+#[tokio::test]
+async fn unmet_issuer_restriction_is_a_plain_403_in_the_proxy_explain_and_test() {
+    use portcullis::explain::{Credential, Explainer};
+
+    let pools = Pools::start().await;
+    let yaml = format!(
+        "{}routes:\n  - name: partners\n    path: /partners/**\n    require:\n      issuers: [partner]\n",
+        pools.issuers_yaml("access", "")
+    );
+    let p = pools.proxy(&yaml).await;
+    let main_token = pools.main.mint(&pools.access("main", "m-user"));
+    let partner_token = pools.partner.mint(&pools.access("partner", "p-user"));
+
+    // The proxy, on a real socket.
+    let resp = p.get("/partners/x", Some(&main_token)).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(www(&resp), "", "plain 403: no insufficient_scope challenge");
+    assert_eq!(error_of(resp).await, (403, "forbidden".to_owned()));
+    assert_eq!(p.metric("portcullis_requests_total", &[("reason", "bad_iss"), ("decision", "deny")]), 1.0);
+    assert_eq!(p.echo.count(), 0);
+    assert_eq!(p.get("/partners/x", Some(&partner_token)).await.status(), 200);
+
+    // `explain`, with the same config and the same (real, verified) token.
+    let file_yaml = yaml.replace("@UPSTREAM@", "http://127.0.0.1:1");
+    let config = portcullis::config::parse(&file_yaml, "policy.yaml", &|_| None).expect("config");
+    let explainer = Explainer::for_tokens(config).await.expect("explainer");
+    let ex = explainer.explain("GET", "/partners/x", &Credential::Token(main_token.clone())).await;
+    assert!(ex.credential.verified, "{ex:?}");
+    assert_eq!((ex.status, ex.decision, ex.reason), (403, "deny", "bad_iss"));
+    assert!(ex.response_headers.iter().all(|(n, _)| n != "www-authenticate"), "{:?}", ex.response_headers);
+    assert!(ex.checks.iter().any(|c| c.requirement == "issuers" && !c.pass), "{:?}", ex.checks);
+
+    // `portcullis test`, the real binary, with the token itself and with claims of the main pool.
+    let dir = temp_dir("issuers-403");
+    std::fs::write(dir.join("policy.yaml"), &file_yaml).unwrap();
+    let cases = format!(
+        r#"cases:
+  - name: a main-pool token on the partner route
+    request: {{path: /partners/x}}
+    token: "{main_token}"
+    expect: {{status: 403, reason: bad_iss}}
+  - name: main-pool claims on the partner route
+    request: {{path: /partners/x}}
+    issuer: main
+    claims: {{sub: m-user, scope: openid}}
+    expect: {{status: 403, reason: bad_iss}}
+  - name: a partner token passes
+    request: {{path: /partners/x}}
+    token: "{partner_token}"
+    expect: {{status: 200}}
+"#
+    );
+    std::fs::write(dir.join("cases.yaml"), cases).unwrap();
+    // Awaited, not blocked on: the JWKS servers it fetches from run on this test's runtime.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["test", "--config"])
+        .arg(dir.join("policy.yaml"))
+        .arg(dir.join("cases.yaml"))
+        .output()
+        .await
+        .expect("portcullis test runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("3 passed, 0 failed"), "{text}");
+    assert_eq!(text.matches("403 deny (bad_iss)").count(), 2, "{text}");
 }
 
 /// Cognito multi-region replication signs tokens with

@@ -893,6 +893,64 @@ async fn fragments_never_widen_a_match_and_raw_control_bytes_are_refused() {
     assert_eq!(p.echo.count(), count);
 }
 
+/// SPEC §2: only origin-form and absolute-form targets name a path. Authority-form (`app:80`,
+/// and `app`, which `http` reads the same way) has an empty path that would be matched — and
+/// forwarded — as `/`; asterisk-form (`*`, also `OPTIONS *` and a preflight to `*`) names no
+/// path. Each is a 400 `bad_request` that reaches nothing, even behind a public catch-all, on
+/// HTTP/1.1 and HTTP/2. CONNECT, whose form authority-form is, stays a 405. A target with
+/// userinfo is refused too: without a `Host` (HTTP/1.0) its authority would become the app's
+/// `Host` (SECURITY SMUG-11). Absolute-form keeps working.
+#[tokio::test]
+async fn authority_and_asterisk_form_targets_are_400_and_reach_nothing() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let open = "routes:\n  - name: open\n    path: /**\n    auth: none\n";
+    let p = start_proxy(&config("access", open)).await;
+    let preflight = [("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")];
+    let mut refused: Vec<Vec<u8>> = Vec::new();
+    for method in ["GET", "POST", "OPTIONS", "DELETE"] {
+        for target in ["app:80", "127.0.0.1:8000", "[::1]:80", "localhost", "*"] {
+            refused.push(request_bytes(method, target, &[]));
+        }
+    }
+    refused.push(request_bytes("OPTIONS", "*", &preflight));
+    refused.push(request_bytes("GET", "http://user:pw@evil.example/x", &[]));
+    refused.push(b"GET http://user@evil.example/x HTTP/1.0\r\n\r\n".to_vec());
+    refused.push(b"OPTIONS * HTTP/1.0\r\n\r\n".to_vec());
+    for bytes in &refused {
+        let before = p.metric("portcullis_requests_total", &[("reason", "bad_request"), ("decision", "deny")]);
+        let resp = raw_response(p.proxy_addr, bytes).await;
+        let what = String::from_utf8_lossy(bytes).lines().next().unwrap_or_default().to_owned();
+        assert_eq!(resp.status, 400, "{what}: {}", resp.text);
+        assert_eq!(resp.body_json()["error"], "invalid_request", "{what}");
+        let after = p.metric("portcullis_requests_total", &[("reason", "bad_request"), ("decision", "deny")]);
+        assert_eq!(after - before, 1.0, "{what}: counted once as deny/bad_request");
+    }
+    let resp = raw_response(p.proxy_addr, b"CONNECT app:80 HTTP/1.1\r\nHost: app:80\r\n\r\n").await;
+    assert_eq!(resp.status, 405, "{}", resp.text);
+    assert_eq!(p.echo.count(), 0, "a target without a path reached the app: {:?}", p.echo.last().target);
+
+    // HTTP/2: `:path: *` is the asterisk-form.
+    let stream = tokio::net::TcpStream::connect(p.proxy_addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let star = http::Uri::builder().scheme("http").authority(p.proxy_addr.to_string()).path_and_query("*").build();
+    let req = http::Request::builder().method("OPTIONS").uri(star.expect("uri")).body(Empty::<Bytes>::new()).unwrap();
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await.expect("timeout").expect("h2 response");
+    assert_eq!(resp.status(), 400);
+    let _ = resp.into_body().collect().await;
+    assert_eq!(p.echo.count(), 0);
+
+    // Absolute-form: matched and forwarded on its path; the upstream is always the configured one.
+    for (target, forwarded) in [("http://elsewhere.example/x?q=1", "/x?q=1"), ("http://elsewhere.example", "/")] {
+        let resp = raw_response(p.proxy_addr, &request_bytes("GET", target, &[])).await;
+        assert_eq!(resp.status, 200, "{target}: {}", resp.text);
+        assert_eq!(p.echo.last().target, forwarded, "{target}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 16. Methods and upgrades
 
@@ -1074,16 +1132,43 @@ async fn malformed_framing_and_versions_are_400() {
     assert_eq!(p.echo.count(), 0);
 }
 
-/// SECURITY DOS-03: too many or too large headers → 431.
+/// SECURITY DOS-03: too many or too large headers → 431, on HTTP/1.1 and HTTP/2 alike, answered
+/// by Portcullis itself (hyper's limits are only a backstop) and so counted as client-caused
+/// (`deny`, `header_too_large`, `route="none"`).
 #[tokio::test]
 async fn oversized_header_sections_are_431() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
     let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
+    let counted = || {
+        p.metric(
+            "portcullis_requests_total",
+            &[("route", "none"), ("decision", "deny"), ("reason", "header_too_large")],
+        )
+    };
     let many: Vec<(String, String)> = (0..150).map(|i| (format!("X-H{i}"), "v".to_owned())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let big = "a".repeat(40_000);
     for bytes in [request_bytes("GET", "/public/x", &many), request_bytes("GET", "/public/x", &[("X-Big", &big)])] {
         assert_eq!(raw_response(p.proxy_addr, &bytes).await.status, 431);
     }
+    assert_eq!(counted(), 2.0);
+
+    let stream = tokio::net::TcpStream::connect(p.proxy_addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    for extra in [many.clone(), vec![("x-big", big.as_str())]] {
+        let mut req = http::Request::get(format!("http://{}/public/x", p.proxy_addr));
+        for (n, v) in &extra {
+            req = req.header(*n, *v);
+        }
+        let resp = sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await.expect("h2 response");
+        assert_eq!(resp.status(), 431);
+        let _ = resp.into_body().collect().await;
+    }
+    assert_eq!(counted(), 4.0, "the HTTP/2 refusals are Portcullis's own, counted");
     assert_eq!(p.echo.count(), 0);
 }
 

@@ -22,8 +22,11 @@ fi
 
 commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 # The shared target/ keeps the dependency builds between runs (the image uses its own layer cache).
-summary="$(CARGO_TARGET_DIR="$root/target" python3 scripts/deploy/dockerfile_native.py \
-  Dockerfile . "$scratch/stages" --build-arg "GIT_COMMIT=$commit")"
+# The summary comes through a file, never through stdout: the RUN steps print (apt-get installing
+# musl-tools on a machine's first run, cargo), and none of that may be mistaken for it.
+CARGO_TARGET_DIR="$root/target" python3 scripts/deploy/dockerfile_native.py \
+  Dockerfile . "$scratch/stages" --build-arg "GIT_COMMIT=$commit" --summary "$scratch/summary.json" >&2
+summary="$(cat "$scratch/summary.json")"
 rootfs="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rootfs"])' "$summary")"
 user="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["user"])' "$summary")"
 path="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["path"])' "$summary")"

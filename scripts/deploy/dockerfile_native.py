@@ -11,8 +11,11 @@ distroless/static provides (passwd/group with nonroot 65532, CA roots, /tmp) plu
 Dockerfile copies into it, so running the entrypoint there under `chroot` proves the binary needs
 nothing else.
 
-Usage: dockerfile_native.py DOCKERFILE CONTEXT SCRATCH [--build-arg K=V ...]
-Prints a JSON summary (rootfs path, user, entrypoint, cmd, exposed ports) on stdout.
+Usage: dockerfile_native.py DOCKERFILE CONTEXT SCRATCH [--build-arg K=V ...] [--summary FILE]
+Writes a JSON summary (rootfs path, user, entrypoint, cmd, exposed ports) to FILE, or to stdout
+without --summary. Every step's own output (RUN commands, apt-get, dpkg) goes to stderr, never to
+stdout, so the summary can be parsed whatever the steps print: on a machine that lacks a package
+the first run installs it, and dpkg's progress lines must not land in front of the JSON.
 An instruction this script does not understand is an error, so the Dockerfile cannot grow a step
 that CI silently skips.
 """
@@ -28,6 +31,10 @@ import sys
 
 DISTROLESS_STATIC = "gcr.io/distroless/static-debian12"
 DISTROLESS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# Child processes write to our stderr: stdout carries only the summary (see the docstring).
+STEP_STDOUT = sys.stderr.fileno()
 
 
 def fail(msg):
@@ -141,8 +148,14 @@ def apt_install(args):
         return
     if os.geteuid() != 0:
         fail(f"needs apt packages {missing} (run as root, or install them)")
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True)
+    sys.stderr.write(f"dockerfile_native: installing {' '.join(missing)} with apt-get\n")
+    # Other jobs on the machine may be installing too: wait for dpkg's lock instead of failing.
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*apt, "update", "-qq"], check=True, stdout=STEP_STDOUT, env=env)
+    subprocess.run(
+        [*apt, "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, stdout=STEP_STDOUT, env=env
+    )
 
 
 def run_step(cmd, cwd, env):
@@ -159,7 +172,7 @@ def run_step(cmd, cwd, env):
             # An absolute path would escape the scratch root and touch the host: keep RUN relative.
             fail(f"RUN uses an absolute path, cannot run natively: {part}")
         sys.stderr.write(f"+ (in {cwd}) {part}\n")
-        r = subprocess.run(["/bin/sh", "-c", part], cwd=cwd, env=env)
+        r = subprocess.run(["/bin/sh", "-c", part], cwd=cwd, env=env, stdout=STEP_STDOUT)
         if r.returncode != 0:
             fail(f"RUN step failed ({r.returncode}): {part}")
 
@@ -169,12 +182,16 @@ def main():
         fail(__doc__)
     dockerfile, context, scratch = sys.argv[1:4]
     build_args = {}
+    summary_file = None
     rest = sys.argv[4:]
     while rest:
-        if rest[0] != "--build-arg" or len(rest) < 2:
+        if rest[0] not in ("--build-arg", "--summary") or len(rest) < 2:
             fail(f"unexpected argument {rest[0]}")
-        k, _, v = rest[1].partition("=")
-        build_args[k] = v
+        if rest[0] == "--summary":
+            summary_file = rest[1]
+        else:
+            k, _, v = rest[1].partition("=")
+            build_args[k] = v
         rest = rest[2:]
 
     pats = ignore_patterns(context)
@@ -248,18 +265,21 @@ def main():
             fail(f"unsupported instruction {word}")
 
     final = stage
-    print(
-        json.dumps(
-            {
-                "rootfs": final["root"],
-                "user": final["user"],
-                "entrypoint": final.get("entrypoint"),
-                "cmd": final.get("cmd"),
-                "expose": final.get("expose", []),
-                "path": DISTROLESS_PATH,
-            }
-        )
+    summary = json.dumps(
+        {
+            "rootfs": final["root"],
+            "user": final["user"],
+            "entrypoint": final.get("entrypoint"),
+            "cmd": final.get("cmd"),
+            "expose": final.get("expose", []),
+            "path": DISTROLESS_PATH,
+        }
     )
+    if summary_file:
+        with open(summary_file, "w", encoding="utf-8") as f:
+            f.write(summary + "\n")
+    else:
+        print(summary)
 
 
 def emulate_distroless_static(root):

@@ -9,7 +9,10 @@ DEPLOY_VENV="$_deploy_cache/deploy-venv-$_deploy_stamp"
 if [ ! -x "$DEPLOY_VENV/bin/hadolint" ] || [ ! -f "$DEPLOY_VENV/.complete" ]; then
   echo "== installing deploy tools into $DEPLOY_VENV"
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv; fi
+    if [ "$(id -u)" = 0 ]; then
+      apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv >&2
+    fi
   fi
   rm -rf "$DEPLOY_VENV"
   mkdir -p "$_deploy_cache"

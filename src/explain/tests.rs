@@ -161,3 +161,19 @@ async fn checks_agree_with_the_decision() {
         }
     }
 }
+
+/// SPEC §2, the proxy's own check: `explain` (and so `test`) refuses authority-form and
+/// asterisk-form targets with the proxy's 400 `bad_request`, and matches absolute-form on its path.
+#[tokio::test]
+async fn request_target_forms_are_judged_as_the_proxy_judges_them() {
+    let e = explainer().await;
+    let admin = claims(json!({"sub": "u-1", "cognito:groups": ["Admins"], "scope": "openid email"}));
+    for (method, target) in [("GET", "app:80"), ("GET", "localhost"), ("OPTIONS", "*"), ("GET", "http://u@h/admin/x")] {
+        let ex = e.explain(method, target, &admin).await;
+        assert_eq!((ex.status, ex.decision, ex.reason), (400, "deny", "bad_request"), "{method} {target}");
+        assert!(ex.path_error.is_some() && ex.route.is_none(), "{method} {target}: {ex:?}");
+    }
+    let ex = e.explain("GET", "http://app.example/admin/./x", &admin).await;
+    assert_eq!(ex.normalised_path.as_deref(), Some("/admin/x"));
+    assert_eq!((ex.status, ex.route.as_deref()), (200, Some("admin")));
+}

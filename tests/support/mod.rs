@@ -329,6 +329,7 @@ async fn echo_connection(mut wire: Wire, state: Arc<EchoState>) {
             return;
         }
         let close = wants_close(&seen);
+        let head_request = seen.method == "HEAD";
         let extra = query_param(&seen.target, "echo_delay_ms").and_then(|v| v.parse().ok()).map(Duration::from_millis);
         let size: Option<usize> = query_param(&seen.target, "echo_bytes").and_then(|v| v.parse().ok());
         let body = match size {
@@ -341,6 +342,9 @@ async fn echo_connection(mut wire: Wire, state: Arc<EchoState>) {
             tokio::time::sleep(delay).await;
         }
         let ctype = if size.is_some() { "application/octet-stream" } else { "application/json" };
+        // A correct app sends no body in answer to HEAD. (Bytes after a HEAD response would be
+        // read as the next response on a reused upstream connection: issue 12 item 3.)
+        let body = if head_request { Vec::new() } else { body };
         if write_response(&mut wire, 200, ctype, &body, close).await.is_err() || close {
             return;
         }
@@ -913,4 +917,46 @@ pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, Value) {
     };
     std::thread::spawn(move || for _ in lines {});
     (child, started)
+}
+
+/// The JSON log lines a binary started by [`spawn_binary_logged`] has written so far, in order.
+#[derive(Clone, Default)]
+pub struct LogLines(Arc<Mutex<Vec<Value>>>);
+
+impl LogLines {
+    pub fn all(&self) -> Vec<Value> {
+        self.0.lock().unwrap().clone()
+    }
+    /// The access-log lines (`target: portcullis::access`).
+    pub fn access(&self) -> Vec<Value> {
+        self.all().into_iter().filter(|l| l["target"] == "portcullis::access").collect()
+    }
+}
+
+/// As [`spawn_binary`], keeping every JSON log line the binary writes (the access log included).
+pub fn spawn_binary_logged(config: &std::path::Path) -> (std::process::Child, Value, LogLines) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let started = loop {
+        let line = lines.next().expect("the binary logs its start").expect("stderr line");
+        let v: Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "portcullis started" {
+            break v;
+        }
+    };
+    let log = LogLines::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.0.lock().unwrap().push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+        }
+    });
+    (child, started, log)
 }
