@@ -41,6 +41,17 @@ if ldd "$bin" 2>&1 | grep -q '=>'; then
 fi
 size=$(stat -c %s "$bin")
 echo "binary: $size bytes"
+# The README states the size; keep it within 15% of what the build gives (it drifted once).
+python3 - "$size" README.md <<'PY'
+import re, sys
+size, text = int(sys.argv[1]), open(sys.argv[2], encoding="utf-8").read()
+m = re.search(r"the static binary is ([0-9.]+) MB", text)
+assert m, "README: the image size paragraph ('the static binary is N MB') is gone"
+stated = float(m.group(1)) * 1e6
+if abs(size - stated) > 0.15 * stated:
+    sys.exit(f"FAIL: README says the static binary is {m.group(1)} MB; this build's is {size / 1e6:.1f} MB")
+print(f"README's {m.group(1)} MB is within 15% of {size / 1e6:.1f} MB")
+PY
 
 # Root owns every file, so uid 65532 can write nothing: the same as readOnlyRootFilesystem.
 chown -R 0:0 "$rootfs"
