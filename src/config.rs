@@ -918,8 +918,7 @@ pub fn is_plain_name(name: &str) -> bool {
 }
 
 /// A configured header name compared as a CGI/WSGI/PHP bridge would: lower-case with `_` read as
-/// `-` (configured names hold only letters, digits and `-`; see [`crate::headers::cgi_name`] for
-/// the folding of client names).
+/// `-` (configured names hold only letters, digits and `-`, so this is exact for them).
 pub fn env_name(name: &str) -> String {
     name.bytes().map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char }).collect()
 }

@@ -120,14 +120,9 @@ pub fn strip_untrusted(headers: &mut HeaderMap, identity: &config::IdentityHeade
     stripped
 }
 
-/// The variable name a CGI-style bridge derives from a header name (without its `HTTP_` prefix):
-/// upper-case, with `-`, `_`, `.` and every other byte that is not a letter or digit read as `_`.
-/// The widest folding any bridge applies; tests and the fuzz target compare through it.
-pub fn cgi_name(name: &str) -> String {
-    name.bytes().map(|b| if b.is_ascii_alphanumeric() { b.to_ascii_uppercase() as char } else { '_' }).collect()
-}
-
-/// Whether `a` and `b` become the same variable under [`cgi_name`], without allocating.
+/// Whether `a` and `b` become the same variable in a CGI-style bridge (without its `HTTP_`
+/// prefix), under the widest folding any bridge applies: upper-case, with `-`, `_`, `.` and every
+/// other byte that is not a letter or digit read as `_`. Compared in place, without allocating.
 fn same_cgi_name(a: &str, b: &str) -> bool {
     let fold = |c: u8| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { b'_' };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
