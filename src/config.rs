@@ -803,13 +803,17 @@ fn credentials(r: &mut Reader, n: &Node) -> Option<Vec<CredentialSource>> {
                     }),
                     Some("header") => {
                         r.string(v, &join(&p, "header")).and_then(|h| match HeaderName::try_from(h.as_str()) {
-                            // Every client header containing `_` is dropped on arrival (SECURITY
-                            // HDR-04), so such a source could never yield a token.
-                            Ok(_) if h.contains('_') => {
+                            // Every client header holding a byte outside `A-Z a-z 0-9 -` is
+                            // dropped on arrival (SECURITY HDR-04), so such a source could never
+                            // yield a token.
+                            Ok(_) if !is_plain_name(&h) => {
                                 r.error(
                                     v.span,
                                     &join(&p, "header"),
-                                    format!("`{h}`: header names with `_` are dropped on arrival; use `-`"),
+                                    format!(
+                                        "`{h}`: header names holding anything but letters, digits and `-` are \
+                                         dropped on arrival; use `-`"
+                                    ),
                                 );
                                 None
                             }
@@ -906,17 +910,31 @@ const RESERVED_HEADERS: &[&str] = &[
     "proxy",
 ];
 
-/// The name a CGI/WSGI/PHP bridge would see: lower-case with `_` read as `-`.
+/// Only `A-Z a-z 0-9 -`: the header names every CGI/WSGI/PHP bridge maps to a variable of their
+/// own. Client headers with any other byte are dropped on arrival, and configured header names
+/// must be plain (SPEC §4).
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A configured header name compared as a CGI/WSGI/PHP bridge would: lower-case with `_` read as
+/// `-` (configured names hold only letters, digits and `-`, so this is exact for them).
 pub fn env_name(name: &str) -> String {
     name.bytes().map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char }).collect()
 }
 
 fn identity_header_name(r: &mut Reader, n: &Node, path: &str) -> Option<HeaderName> {
     let s = r.string(n, path)?;
-    // Underscores are refused: bridges fold them into `-`, so such a name could never be
-    // told apart from a client's spelling of it (SECURITY HDR-04).
-    if s.contains('_') {
-        r.error(n.span, path, format!("`{s}`: identity header names must not contain `_`"));
+    // Only `A-Z a-z 0-9 -`: every client header holding any other byte is dropped on arrival
+    // (CGI/PHP bridges fold `_`, `.`, `~`, … into `_`), so Portcullis would strip a client's
+    // copy of such a name and the app could not tell ours from one spelled differently
+    // (SECURITY HDR-04).
+    if !is_plain_name(&s) {
+        r.error(
+            n.span,
+            path,
+            format!("`{s}`: identity header names may hold only letters, digits and `-` (no `_`, `.`, `~`, …)"),
+        );
         return None;
     }
     match HeaderName::try_from(s.as_str()) {

@@ -2,7 +2,7 @@
 //! module; this file only sequences them, top to bottom:
 //!
 //! ```text
-//! check_head_size → check_method → check_target → headers::strip_untrusted
+//! headers::strip_untrusted → check_head_size → check_method → check_target
 //!   → path::normalise → routes.find → credentials::extract → verifier.verify
 //!   → policy::decide → Permit → headers::rewrite_for_upstream → upstream.send
 //!   → access log + metrics (heads hyper refused itself: `record_refused_head`)
@@ -96,10 +96,14 @@ impl Drop for AccessLog {
 /// Serve one request. Never fails: every outcome is a response.
 pub async fn handle(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: Conn,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let runtime = shared.runtime.load_full();
+    // First, before anything reads the request (the request id, CORS, every early refusal): no
+    // client header may pose as identity, in any spelling a CGI/WSGI/PHP bridge would fold onto
+    // ours (SPEC §4; SECURITY HDR-04, HDR-09, RULE-08).
+    headers::strip_untrusted(req.headers_mut(), &runtime.config.identity, &shared.metrics);
     let request_id = request_id(req.headers());
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut log = AccessLog {
@@ -231,8 +235,6 @@ async fn admit<'r>(
         Rejection::BadRequest(Reason::BadRequest)
     })?;
     check_host(req)?;
-    // Before anything reads the request: no client header may pose as identity (SPEC §4).
-    headers::strip_untrusted(req.headers_mut(), &rt.config.identity, &shared.metrics);
 
     let path = path::normalise(req.uri().path()).map_err(|e| {
         tracing::debug!(error = %e, "ambiguous path refused");

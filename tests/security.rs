@@ -630,3 +630,266 @@ async fn identity_is_sub_never_username_or_email() {
     assert_eq!(p.get("/api/x", Some(&p.mint(&claims))).await.status(), 200);
     assert_eq!(p.echo.last().all("x-user-sub"), vec!["5f1c0d2e-uuid"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// HDR-02 / HDR-04 / HDR-09 / RULE-08: header names a CGI, FastCGI or PHP bridge folds onto ours
+
+/// The variable a CGI-style bridge makes of a header name, without `HTTP_`: upper-case, every
+/// byte that is not a letter or digit read as `_` — the widest folding of PHP (`-` `_` `.` and
+/// space), lighttpd and Caddy (everything else too). Written out here rather than taken from the
+/// crate, so the tests do not share the code they check.
+fn cgi(name: &str) -> String {
+    name.bytes().map(|b| if b.is_ascii_alphanumeric() { b.to_ascii_uppercase() as char } else { '_' }).collect()
+}
+
+/// `name` with every printable ASCII byte (space included) inserted at every position and
+/// replacing every byte.
+fn one_byte_variants(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in 0x20u8..=0x7e {
+        let c = (b as char).to_string();
+        for i in 0..=name.len() {
+            out.push(format!("{}{c}{}", &name[..i], &name[i..]));
+            if i < name.len() {
+                out.push(format!("{}{c}{}", &name[..i], &name[i + 1..]));
+            }
+        }
+    }
+    out
+}
+
+/// What the app must see of the identity variables: none on a public route, exactly ours on a
+/// protected one — and no header name holding a byte outside `A-Z a-z 0-9 -` at all.
+fn assert_only_our_identity(seen: &Seen, sub: Option<&str>, groups: Option<&str>, what: &str) {
+    for (ours, want) in [("x-user-sub", sub), ("x-user-groups", groups)] {
+        let lines: Vec<(&str, &str)> =
+            seen.headers.iter().filter(|(n, _)| cgi(n) == cgi(ours)).map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let expected: Vec<(&str, &str)> = want.map(|v| (ours, v)).into_iter().collect();
+        assert_eq!(lines, expected, "{what}: what the app would read as HTTP_{}", cgi(ours));
+    }
+    for (n, _) in &seen.headers {
+        assert!(
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "{what}: header name {n:?} reached the app"
+        );
+    }
+}
+
+/// SECURITY HDR-02, HDR-04, HDR-09, RULE-08 (issue 12): every printable ASCII byte, inserted at
+/// and replacing every position of `X-User-Sub` and `X-User-Groups`, written on a raw socket to a
+/// public route without a token and to a protected route with one. Each request is either refused
+/// by the parser (400, nothing reaches the app) or reaches the app with no header that PHP, CGI or
+/// FastCGI would read as `HTTP_X_USER_SUB` / `HTTP_X_USER_GROUPS` except Portcullis's own.
+#[tokio::test]
+async fn no_one_byte_variant_of_an_identity_header_reaches_the_app() {
+    let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
+    let auth = bearer(&p.mint_access("alice", &["Readers"], "openid"));
+    let mut variants = one_byte_variants("X-User-Sub");
+    variants.extend(one_byte_variants("X-User-Groups"));
+    let mut conn = RawConn::connect(p.proxy_addr).await;
+    let (mut forwarded, mut refused) = (0, 0);
+    for (i, name) in variants.iter().enumerate() {
+        for protected in [false, true] {
+            let path = if protected { format!("/api/v{i}") } else { format!("/public/v{i}") };
+            let mut headers = vec![(name.as_str(), "spoofed"), ("Connection", "keep-alive")];
+            if protected {
+                headers.push(("Authorization", auth.as_str()));
+            }
+            // One request at a time in the echo's record (`last` clones the whole record).
+            p.echo.clear();
+            let resp = conn.send(&request_bytes("GET", &path, &headers)).await;
+            let what = format!("{name:?} on {path}");
+            match resp.status {
+                200 => {
+                    forwarded += 1;
+                    let seen = p.echo.only();
+                    assert_eq!(seen.path(), path, "{what}");
+                    let (sub, groups) = if protected { (Some("alice"), Some("Readers")) } else { (None, None) };
+                    assert_only_our_identity(&seen, sub, groups, &what);
+                }
+                400 => {
+                    refused += 1;
+                    assert_eq!(p.echo.count(), 0, "{what}: refused, yet the app received it");
+                }
+                other => panic!("{what}: status {other}: {}", resp.text),
+            }
+            if resp.status != 200 || resp.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+                conn = RawConn::connect(p.proxy_addr).await;
+            }
+        }
+    }
+    // Both outcomes occur: token bytes (`.` `~` `_` `!` …) make names hyper accepts, separators
+    // (space, `"`, `(`, `,`, `/`, `;`, `@`, …) make it refuse the request.
+    assert!(forwarded > 1_000 && refused > 1_000, "{forwarded} forwarded, {refused} refused");
+    // At least every non-alphanumeric token byte in place of each `-` (14 × 2 per name, per route).
+    let identity = p.metric("portcullis_stripped_headers_total", &[("kind", "identity")]);
+    assert!(identity >= 2.0 * 2.0 * 28.0, "{identity} identity spellings stripped\n{}", p.metrics());
+}
+
+/// SECURITY HDR-04, HDR-09, RULE-08 (issue 12): the spellings from the report — `X-User.Sub`,
+/// `X.User.Sub`, `X-User~Sub` — and names that are not ours but fold onto a variable apps trust
+/// (`Remote.User` → `HTTP_REMOTE_USER`; `SCRIPT_NAME`, `PATH_INFO`, `REMOTE_USER`, which gunicorn
+/// takes into the environ itself from a loopback peer — its `forwarder_headers` — and so would
+/// re-route or authenticate the request; `X_Forwarded_Proto`) are dropped on a public route, an `auth: none` catch-all, a protected route and a CORS preflight;
+/// and before every early refusal (405, 400, 414, 403), which proves stripping runs before anything
+/// reads the request. Each is counted: identity spellings as `identity`, the others as
+/// `invalid_name`.
+#[tokio::test]
+async fn names_outside_letters_digits_and_dash_are_dropped_on_every_route_and_refusal() {
+    let rest = format!("cors_preflight: pass\n{PUBLIC_AND_API}");
+    let p = start_proxy(&config("access", &rest)).await;
+    let auth = bearer(&p.mint_access("alice", &["Readers"], "openid"));
+    let identity_spellings = [("X-User.Sub", "spoofed"), ("X.User.Sub", "spoofed"), ("X-User~Sub", "spoofed")];
+    let others = [
+        ("Remote.User", "admin"),
+        ("SCRIPT_NAME", "/api"),
+        ("PATH_INFO", "/admin"),
+        ("REMOTE_USER", "admin"),
+        ("X_Forwarded_Proto", "https"),
+    ];
+    let spoofs: Vec<(&str, &str)> = identity_spellings.iter().chain(others.iter()).copied().collect();
+    let counts = |p: &Proxy| {
+        (
+            p.metric("portcullis_stripped_headers_total", &[("kind", "identity")]),
+            p.metric("portcullis_stripped_headers_total", &[("kind", "invalid_name")]),
+        )
+    };
+
+    let preflight = [("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")];
+    let token = [("Authorization", auth.as_str())];
+    // (method, path, further headers, whether a verified identity is forwarded)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool);
+    let forwarded: [Case; 3] =
+        [("GET", "/public/x", &[], false), ("GET", "/api/x", &token, true), ("OPTIONS", "/api/x", &preflight, false)];
+    for (method, path, extra, verified) in forwarded {
+        let (id_before, invalid_before) = counts(&p);
+        let mut headers = spoofs.clone();
+        headers.extend_from_slice(extra);
+        let resp = raw_response(p.proxy_addr, &request_bytes(method, path, &headers)).await;
+        let what = format!("{method} {path}");
+        assert_eq!(resp.status, 200, "{what}: {}", resp.text);
+        let seen = p.echo.last();
+        assert_eq!((seen.method.as_str(), seen.path()), (method, path));
+        let (sub, groups) = if verified { (Some("alice"), Some("Readers")) } else { (None, None) };
+        assert_only_our_identity(&seen, sub, groups, &what);
+        for (n, v) in &seen.headers {
+            assert!(
+                !matches!(cgi(n).as_str(), "REMOTE_USER" | "SCRIPT_NAME" | "PATH_INFO"),
+                "{what}: {n}: {v} reached the app"
+            );
+            assert!(!["spoofed", "/api", "/admin", "admin"].contains(&v.as_str()), "{what}: {n}: {v} reached the app");
+        }
+        assert_eq!(seen.all("x-forwarded-proto"), vec!["http"], "{what}");
+        let (id_after, invalid_after) = counts(&p);
+        assert_eq!((id_after - id_before, invalid_after - invalid_before), (3.0, 5.0), "{what}");
+    }
+
+    let long = format!("/public/{}", "a".repeat(9_000));
+    let refusals: [(&str, &str, u16); 4] = [
+        ("TRACE", "/public/x", 405),
+        ("GET", "/public/%2e%2e/api/x", 400),
+        ("GET", &long, 414),
+        ("GET", "/elsewhere", 403),
+    ];
+    for (method, path, status) in refusals {
+        let (id_before, invalid_before) = counts(&p);
+        let served = p.echo.count();
+        let resp = raw_response(p.proxy_addr, &request_bytes(method, path, &spoofs)).await;
+        assert_eq!(resp.status, status, "{method} {}: {}", &path[..path.len().min(40)], resp.text);
+        assert_eq!(p.echo.count(), served);
+        let (id_after, invalid_after) = counts(&p);
+        assert_eq!((id_after - id_before, invalid_after - invalid_before), (3.0, 5.0), "{method} {status}");
+    }
+}
+
+/// SECURITY HDR-02, HDR-04, HDR-09 over HTTP/2: names arrive lower-case (h2 refuses upper-case
+/// ones), and `x-user.sub`, `x-user~sub`, `x-user_sub`, `remote.user` are dropped just as over
+/// HTTP/1.1. Request trailers — where a client could also put `x-user-sub` — are never
+/// forwarded.
+#[tokio::test]
+async fn http2_requests_get_the_same_name_rules_and_trailers_are_dropped() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
+    let token = p.mint_access("alice", &["Readers"], "openid");
+    let stream = TcpStream::connect(p.proxy_addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let authority = p.proxy_addr.to_string();
+    for (path, verified) in [("/public/h2", false), ("/api/h2", true)] {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-user-sub", http::HeaderValue::from_static("spoofed"));
+        trailers.insert("x-user.groups", http::HeaderValue::from_static("spoofed"));
+        let body = Full::new(Bytes::from_static(b"hello")).with_trailers(std::future::ready(Some(Ok(trailers))));
+        let mut req = http::Request::builder().method("POST").uri(format!("http://{authority}{path}"));
+        for name in ["x-user.sub", "x-user~sub", "x-user_sub", "x.user.groups", "remote.user", "x-user-sub"] {
+            req = req.header(name, "spoofed");
+        }
+        if verified {
+            req = req.header("authorization", bearer(&token));
+        }
+        let resp = tokio::time::timeout(WAIT, sender.send_request(req.body(body).expect("request")))
+            .await
+            .expect("timeout")
+            .expect("h2 response");
+        assert_eq!(resp.status(), 200, "{path}");
+        let _ = resp.into_body().collect().await;
+        let seen = p.echo.last();
+        assert_eq!(seen.path(), path);
+        assert_eq!(seen.body, b"hello");
+        let (sub, groups) = if verified { (Some("alice"), Some("Readers")) } else { (None, None) };
+        assert_only_our_identity(&seen, sub, groups, path);
+        assert!(seen.trailers.is_empty(), "{path}: request trailers forwarded: {:?}", seen.trailers);
+        assert!(seen.headers.iter().all(|(_, v)| v != "spoofed"), "{path}: {seen:#?}");
+    }
+}
+
+/// SECURITY HDR-02 over HTTP/2, written frame by frame (a client library would lower-case the
+/// name): an upper-case `X-User-Sub` field is a malformed request that never reaches the app,
+/// and the server keeps serving.
+#[tokio::test]
+async fn http2_upper_case_header_names_never_reach_the_app() {
+    let p = start_proxy(&config("access", OPEN)).await;
+    let mut stream = h2_connect(p.proxy_addr).await;
+    let mut block = get_block();
+    // Literal header field without indexing, new name "X-User-Sub", value "spoofed".
+    block.push(0x00);
+    block.push(10);
+    block.extend_from_slice(b"X-User-Sub");
+    block.push(7);
+    block.extend_from_slice(b"spoofed");
+    stream.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block)).await.expect("write");
+    let ended = read_stream_end(&mut stream, 1).await;
+    assert!(ended.is_some(), "the stream was neither reset nor the connection closed with GOAWAY");
+    assert_eq!(p.echo.count(), 0, "{:#?}", p.echo.requests());
+    assert_eq!(p.get("/after", None).await.status(), 200, "other clients are still served");
+    assert!(p.echo.last().all("x-user-sub").is_empty());
+}
+
+/// Read frames until `stream` is reset (RST_STREAM), the connection is refused (GOAWAY), or it
+/// is answered with a HEADERS frame; returns the frame type, or None at EOF / after 5 s.
+async fn read_stream_end(stream: &mut TcpStream, id: u32) -> Option<u8> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        while buf.len() >= 9 {
+            let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let sid = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            if buf[3] == GOAWAY || (sid == id && (buf[3] == RST_STREAM || buf[3] == HEADERS)) {
+                return Some(buf[3]);
+            }
+            buf.drain(..9 + len);
+        }
+        let mut tmp = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(deadline, stream.read(&mut tmp)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+}

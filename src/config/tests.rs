@@ -195,11 +195,18 @@ fn methods_are_upper_case_and_head_connect_trace_refused() {
     }
 }
 
+/// SECURITY HDR-04: identity header names hold only letters, digits and `-`. Client headers with
+/// any other byte are dropped on arrival (CGI/PHP fold `_`, `.`, `~`, … into `_`), so any other
+/// configured name would be one whose client spellings Portcullis could not tell apart.
 #[test]
-fn identity_headers_cannot_be_reserved_or_underscored() {
+fn identity_headers_cannot_be_reserved_or_hold_bytes_outside_letters_digits_and_dash() {
     let with = |s: &str| format!("{BASE}identity_headers:\n{s}");
     assert_error(&with("  sub: Authorization\n"), "16:8", "managed by Portcullis");
-    assert_error(&with("  sub: X_User_Sub\n"), "16:8", "must not contain `_`");
+    for name in ["X_User_Sub", "X-User.Sub", "X.User.Sub", "X-User~Sub", "X-User!", "\"X User\"", "\"\""] {
+        assert_error(&with(&format!("  sub: {name}\n")), "16:8", "only letters, digits and `-`");
+        assert_error(&with(&format!("  groups: {name}\n")), "16:11", "only letters, digits and `-`");
+        assert_error(&with(&format!("  claims:\n    {name}: email\n")), "17:5", "only letters, digits and `-`");
+    }
     assert_error(&with("  sub: X-Id\n  groups: x-id\n"), "16:3", "configured twice");
     let ok = with("  claims:\n    X-User-Email: email\n  groups_format: json\n");
     let c = parse(&ok, "p.yaml", &no_env).unwrap();
@@ -251,8 +258,11 @@ fn credentials_sources_parse() {
         ]
     );
     assert_error(&format!("{BASE}credentials:\n  - query\n"), "16:5", "not a credential source");
-    // Underscore headers are stripped before credentials are read: refuse, don't silently ignore.
-    assert_error(&format!("{BASE}credentials:\n  - header: access_token\n"), "16:13", "dropped on arrival");
+    // Names with a byte outside `A-Z a-z 0-9 -` are stripped before credentials are read:
+    // refuse, don't silently ignore (SECURITY HDR-04).
+    for name in ["access_token", "access.token", "access~token"] {
+        assert_error(&format!("{BASE}credentials:\n  - header: {name}\n"), "16:13", "dropped on arrival");
+    }
 }
 
 #[test]

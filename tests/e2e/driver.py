@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -249,8 +250,24 @@ class App:
         return any(marker in h["query"] and method in (None, h["method"]) for h in lines)
 
 
+def cgi_fold(name):
+    """A name as the widest CGI-style bridge folds it: upper-case, every byte that is not a letter
+    or digit read as `_` (PHP folds `-` `_` `.` and space; lighttpd, Caddy and old Apache the rest)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
 def cgi_key(header):
     return "HTTP_" + header.upper().replace("-", "_")
+
+
+def folded_view_key(app_name, key):
+    """The CGI variable (without `HTTP_`) a key of the app's server view stands for: the environ /
+    META / $_SERVER keys carry `HTTP_`, Node's req.headers keys are the bare lower-cased names."""
+    if app_name != "express":
+        if not key.startswith("HTTP_"):
+            return None
+        key = key[len("HTTP_"):]
+    return cgi_fold(key)
 
 
 def start_apps(procs, venv_bin, node_modules, workdir):
@@ -403,12 +420,11 @@ def identity_views(ctx, seen, sub, groups):
     """Exactly one X-User-Sub / X-User-Groups in the header list and in the server view
     (WSGI environ, Django META, PHP $_SERVER, Node's req.headers), with the trusted values."""
     for header, want in (("X-User-Sub", sub), ("X-User-Groups", groups)):
-        norm = header.lower().replace("_", "-")
-        lines = [v for k, v in seen["headers"] if k.lower().replace("_", "-") == norm]
+        # Every spelling any bridge would fold onto this header counts (`X-User.Sub`, `x-user~sub`…).
+        lines = [v for k, v in seen["headers"] if cgi_fold(k) == cgi_fold(header)]
         expect(lines == ([] if want is None else [want]), f"{header} lines in framework view: {lines!r}")
         key = ctx.app.server_key(header)
-        server = {k: v for k, v in seen["server"].items()
-                  if k.upper().replace("-", "_") == key.upper().replace("-", "_")}
+        server = {k: v for k, v in seen["server"].items() if folded_view_key(ctx.app.name, k) == cgi_fold(header)}
         expect(server == ({} if want is None else {key: want}), f"{header} in server view: {server!r}")
 
 
@@ -530,28 +546,66 @@ def no_token(ctx):
     expect(challenge.startswith("Bearer"), f"WWW-Authenticate: {challenge!r}")
 
 
+# SECURITY HDR-04, HDR-09, RULE-08 (issue 12): every spelling a framework or bridge folds onto
+# X-User-Sub (`-`/`_`/`.`/`~`, case), and `Remote.User`, which PHP makes HTTP_REMOTE_USER.
 SPOOFS = [("X-User-Sub", "spoofed-sub"), ("X-User_Sub", "spoofed-underscore"), ("X_User_Sub", "spoofed-both"),
-          ("x-user-groups", "Admins,spoofed-group")]
+          ("X-User.Sub", "spoofed-dot"), ("X.User.Sub", "spoofed-dots"), ("X-User~Sub", "spoofed-tilde"),
+          ("Remote.User", "spoofed-remote-user"), ("x-user-groups", "Admins,spoofed-group"),
+          # gunicorn takes SCRIPT_NAME into the environ from a loopback peer (its forwarder_headers):
+          # had it reached the app, the path would no longer start with it and gunicorn would 400.
+          ("SCRIPT_NAME", "/spoofed-script")]
+# The spellings Portcullis must drop that the apps themselves would read (the control below).
+FOLDING_SPOOFS = [("X-User.Sub", "X_USER_SUB"), ("X.User.Sub", "X_USER_SUB"), ("X-User~Sub", "X_USER_SUB"),
+                  ("Remote.User", "REMOTE_USER")]
 
 
-def no_spoof_values(seen):
-    blob = json.dumps([seen["headers"], seen["server"]])
+def no_spoof_values(ctx, seen):
+    blob = json.dumps([seen["headers"], seen["server"], seen["env"]])
     expect("spoofed" not in blob, f"a spoofed identity header reached the app: {blob[:400]}")
+    for key in seen["server"]:
+        expect(folded_view_key(ctx.app.name, key) != "REMOTE_USER", f"{key} reached the app's server view")
 
 
 def spoofed_identity_headers(ctx):
-    reply, _ = ctx.get("/api/whoami", ctx.bearer("reader") + SPOOFS)
+    # Spoofs both before and after the credential: no position lets one through.
+    reply, _ = ctx.get("/api/whoami", SPOOFS + ctx.bearer("reader") + SPOOFS[::-1])
     seen = allowed(ctx, reply, "reader")
-    no_spoof_values(seen)
+    no_spoof_values(ctx, seen)
     # On a public route the app gets no identity at all, spoofed or not.
     reply, _ = ctx.get("/public/info", SPOOFS)
     expect(reply.status == 200, f"public route: {reply.status}")
     seen = reply.json()
-    no_spoof_values(seen)
+    no_spoof_values(ctx, seen)
     identity_views(ctx, seen, None, None)
     # Without a token, spoofing gets nowhere near the app.
     reply, m = ctx.get("/admin/panel", SPOOFS)
     refused(ctx, reply, m, 401)
+
+
+def header_spellings_fold_without_portcullis(ctx):
+    """Control for spoofed_identity_headers: sent straight to the app, each spelling Portcullis
+    drops does land in the app's view under a key that folds onto the variable it spoofs (PHP:
+    `HTTP_X_USER_SUB` itself; gunicorn: `HTTP_X_USER.SUB`; Express: `x-user.sub`), so the check
+    through Portcullis is not vacuous."""
+    for header, variable in FOLDING_SPOOFS:
+        value = f"direct-{uuid.uuid4().hex[:8]}"
+        reply = send(ctx.app.port, "GET", "/public/info?e2e=control", [(header, value)])
+        expect(reply.status == 200, f"{header} straight to {ctx.app.name}: {reply.status}")
+        seen = reply.json()
+        keys = [k for k, v in seen["server"].items() if v == value]
+        expect(keys and all(folded_view_key(ctx.app.name, k) == variable for k in keys),
+               f"{header} straight to {ctx.app.name}: expected a key folding to {variable}, saw {keys!r}")
+        if ctx.app.name == "php":
+            # PHP folds `.` itself: the app reads the spoofed value as the real variable's.
+            expect(seen["server"].get(f"HTTP_{variable}") == value or "~" in header,
+                   f"{header}: PHP's $_SERVER[HTTP_{variable}] is {seen['server'].get(f'HTTP_{variable}')!r}")
+    if ctx.app.name in ("flask", "django"):
+        # gunicorn trusts SCRIPT_NAME from a loopback peer and re-routes on it: /public/info
+        # becomes PATH_INFO /info under SCRIPT_NAME /public. Portcullis drops the header (`_`).
+        reply = send(ctx.app.port, "GET", "/public/info?e2e=control", [("SCRIPT_NAME", "/public")])
+        env = reply.json()["env"]
+        expect(env.get("SCRIPT_NAME") == "/public" and env.get("PATH_INFO") == "/info",
+               f"SCRIPT_NAME straight to {ctx.app.name}: environ {env!r}")
 
 
 def big_body_streams_intact(ctx):
@@ -607,7 +661,8 @@ def case_variants(ctx):
 PER_ISSUER = [admin_on_admin_route, reader_on_admin_route, reader_and_nogroup_on_api,
               id_token_on_access_only_route, access_token_header, id_and_access_pair, amplify_cookie,
               amplify_cookie_pair, amplify_cookie_unconfigured_client]
-PER_APP = [no_token, spoofed_identity_headers, big_body_streams_intact, path_tricks, case_variants]
+PER_APP = [no_token, spoofed_identity_headers, header_spellings_fold_without_portcullis, big_body_streams_intact,
+           path_tricks, case_variants]
 
 
 # --- browser -----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Single-file Django app for the e2e suite (run under gunicorn): every path answers with what
 Django saw — `request.headers`, `request.META` (the WSGI environ Django routes and authenticates
-on) and `request.COOKIES`. Each request is appended to $E2E_HITS before answering.
+on: every raw `HTTP_*` key, plus the non-`HTTP_` keys identity and routing are read from) and
+`request.COOKIES`. Each request is appended to $E2E_HITS before answering.
 """
 
 import hashlib
@@ -23,6 +24,9 @@ from django.http import HttpResponse  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 HITS = os.environ["E2E_HITS"]
+# META keys outside HTTP_* that identity or routing is read from (RemoteUserMiddleware reads
+# REMOTE_USER; gunicorn takes SCRIPT_NAME from a header).
+ENV_KEYS = ["REMOTE_USER", "AUTH_TYPE", "SCRIPT_NAME", "PATH_INFO"]
 
 
 def echo(request):
@@ -43,6 +47,7 @@ def echo(request):
         "groups": request.headers.get("X-User-Groups"),
         "headers": [[k, v] for k, v in request.headers.items()],
         "server": {k: v for k, v in request.META.items() if k.startswith("HTTP_")},
+        "env": {k: request.META[k] for k in ENV_KEYS if k in request.META},
         "cookie_header": request.META.get("HTTP_COOKIE"),
         "cookies": dict(request.COOKIES),
         "body_len": length,

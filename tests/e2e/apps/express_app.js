@@ -1,5 +1,6 @@
-// Express app for the e2e suite: every path answers with what Express saw (`req.headers`,
-// `req.rawHeaders`, the Cookie header). `/admin` is mounted with `app.use`, which Express matches
+// Express app for the e2e suite: every path answers with what Express saw (`req.headers` with
+// every key as Node lower-cased it — `x-user.sub` stays `x-user.sub` — `req.rawHeaders`, the
+// Cookie header; Node has no CGI variables, so `env` is empty). `/admin` is mounted with `app.use`, which Express matches
 // case-insensitively (its default), so `/ADMIN/x` reaches the admin handler — the reason
 // Portcullis needs `match.case_insensitive: true` in front of it. Each request is appended to
 // $E2E_HITS before answering.
@@ -40,6 +41,7 @@ function handler(name) {
         groups: req.get('X-User-Groups') ?? null,
         headers,
         server: req.headers,
+        env: {},
         cookie_header: req.headers.cookie ?? null,
         cookies,
         body_len: length,

@@ -1,8 +1,10 @@
 """Flask app for the e2e suite (run under gunicorn): answers every path with what Flask saw.
 
 Reports the request as Flask exposes it (`request.headers`, `request.cookies`) and as the WSGI
-server handed it over (the `HTTP_*` keys of the environ), so header spoofing is checked where a
-WSGI app would really read it. Each request is appended to $E2E_HITS before answering, so the
+server handed it over (every `HTTP_*` key of the environ, raw — gunicorn keeps `.` and `~`, so a
+client's `X-User.Sub` would be `HTTP_X_USER.SUB` — plus the non-`HTTP_` variables apps and
+middleware read identity or routing from), so header spoofing is checked where a WSGI app would
+really read it. Each request is appended to $E2E_HITS before answering, so the
 suite can prove a refused request never reached the app. Also answers CORS for the browser test.
 """
 
@@ -15,6 +17,9 @@ from flask import Flask, Response, request
 app = Flask(__name__)
 HITS = os.environ["E2E_HITS"]
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Environ keys outside HTTP_* that identity or routing is read from (REMOTE_USER: Django's
+# RemoteUserMiddleware and most WSGI auth; SCRIPT_NAME: gunicorn takes it from a header).
+ENV_KEYS = ["REMOTE_USER", "AUTH_TYPE", "SCRIPT_NAME", "PATH_INFO"]
 
 
 def cors(resp):
@@ -48,6 +53,7 @@ def echo(rest):
         "groups": request.headers.get("X-User-Groups"),
         "headers": [[k, v] for k, v in request.headers.items()],
         "server": {k: v for k, v in request.environ.items() if k.startswith("HTTP_")},
+        "env": {k: request.environ[k] for k in ENV_KEYS if k in request.environ},
         "cookie_header": request.headers.get("Cookie"),
         "cookies": dict(request.cookies),
         "body_len": length,

@@ -1,8 +1,9 @@
 <?php
 // PHP built-in server router for the e2e suite: every path answers with what PHP saw —
-// `$_SERVER` (where PHP apps read headers: `-` and `_` both become `_`, so this is where a
-// spoofed `X-User_Sub` would land), `getallheaders()` and `$_COOKIE`. Each request is appended
-// to $E2E_HITS before answering.
+// `$_SERVER` (where PHP apps read headers: `-`, `_`, `.` and space all become `_`, so this is
+// where a spoofed `X-User_Sub` or `X-User.Sub` would land: every raw `HTTP_*` key, plus the
+// non-`HTTP_` keys identity is read from), `getallheaders()` and `$_COOKIE`. Each request is
+// appended to $E2E_HITS before answering.
 $ctx = hash_init('sha256');
 $len = 0;
 $in = fopen('php://input', 'rb');
@@ -24,6 +25,10 @@ $server = [];
 foreach ($_SERVER as $k => $v) {
     if (strncmp($k, 'HTTP_', 5) === 0) $server[$k] = $v;
 }
+$env = [];
+foreach (['REMOTE_USER', 'AUTH_TYPE', 'PHP_AUTH_USER', 'PHP_AUTH_PW', 'PHP_AUTH_DIGEST'] as $k) {
+    if (isset($_SERVER[$k])) $env[$k] = $_SERVER[$k];
+}
 $headers = [];
 foreach (getallheaders() as $k => $v) $headers[] = [$k, $v];
 header('Content-Type: application/json');
@@ -37,6 +42,7 @@ echo json_encode([
     'groups' => $_SERVER['HTTP_X_USER_GROUPS'] ?? null,
     'headers' => $headers,
     'server' => (object) $server,
+    'env' => (object) $env,
     'cookie_header' => $_SERVER['HTTP_COOKIE'] ?? null,
     'cookies' => (object) $_COOKIE,
     'body_len' => $len,
