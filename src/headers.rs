@@ -29,6 +29,8 @@ const UNTRUSTED: &[&str] = &[
     "x-forwarded-server",
     "x-forwarded-ssl",
     "x-forwarded-scheme",
+    // gunicorn trusts it (with -Proto and -Ssl) from loopback peers as a "secure scheme" header.
+    "x-forwarded-protocol",
     "x-forwarded-uri",
     "x-forwarded-path",
     "x-real-ip",

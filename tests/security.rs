@@ -84,6 +84,17 @@ async fn client_forwarding_and_original_url_headers_are_never_trusted() {
         ("X-HTTP-Method-Override", "DELETE"),
         ("X-HTTP-Method", "DELETE"),
         ("X-Method-Override", "DELETE"),
+        // Beyond the SPEC's list: what gunicorn, Django, Rails, IIS and CGI apps also trust.
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Server", "evil.test"),
+        ("X-Forwarded-Ssl", "on"),
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Forwarded-Protocol", "ssl"),
+        ("X-Client-IP", "127.0.0.1"),
+        ("X-Original-Method", "DELETE"),
+        ("Front-End-Https", "on"),
+        ("X-Url-Scheme", "https"),
+        ("Proxy", "http://evil.test:3128"),
     ];
     for (path, with_token) in [("/api/x", true), ("/public/x", false)] {
         let mut headers: Vec<(&str, &str)> =
