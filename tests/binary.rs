@@ -60,7 +60,7 @@ fn sigterm_drains_then_exits_zero() {
     let path = temp_config(
         "term",
         &format!(
-            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: http://127.0.0.1:1\nissuers:\n  - name: m\n    issuer: http://127.0.0.1:1/p\n    jwks_file: {}\n    client_ids: [c]\n    token_use: access\nshutdown:\n  delay: 1s\n  grace: 2s\nroutes:\n  - name: public\n    path: /public\n    auth: none\n",
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: http://127.0.0.1:1\nissuers:\n  - name: m\n    issuer: http://127.0.0.1:1/p\n    jwks_file: {}\n    client_ids: [c]\n    token_use: access\nshutdown:\n  delay: 3s\n  grace: 2s\nroutes:\n  - name: public\n    path: /public\n    auth: none\n",
             jwks.display()
         ),
     );
@@ -74,8 +74,8 @@ fn sigterm_drains_then_exits_zero() {
     }
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    // Readiness turns false as soon as the signal is handled (polled, bounded: a loaded machine
-    // may take a moment to deliver it).
+    // Readiness turns false as soon as the signal is handled (polled, bounded). A loaded machine
+    // may starve this poller, so shutdown.delay is 3 s: the not-ready window must outlast it.
     let deadline = Instant::now() + Duration::from_secs(5);
     while get(&admin, "/readyz") != Some(503) {
         assert!(Instant::now() < deadline, "readiness did not turn false after SIGTERM");
