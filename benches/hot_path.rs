@@ -12,14 +12,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use divan::{Bencher, black_box};
 use http::{HeaderMap, HeaderValue, Method};
+use portcullis::auth::jwks::{self, FetchError, IssuerKeys, KeySource};
+use portcullis::auth::policy::{self, Authn};
+use portcullis::auth::route::RouteTable;
+use portcullis::auth::verify::{IssuerRuntime, UseRule, Verifier};
 use portcullis::config::{self, Config};
-use portcullis::headers::{self, Forwarding};
-use portcullis::issuer::{LocalIssuer, access_claims};
-use portcullis::jwks::{self, FetchError, IssuerKeys, KeySource};
-use portcullis::metrics::Metrics;
-use portcullis::policy::{self, Authn};
-use portcullis::route::RouteTable;
-use portcullis::verify::{IssuerRuntime, UseRule, Verifier};
+use portcullis::proxy::headers::{self, Forwarding};
+use portcullis::telemetry::metrics::Metrics;
+use portcullis::tools::mint::{LocalIssuer, access_claims};
 
 fn main() {
     divan::main();

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use portcullis::issuer::{LocalIssuer, access_claims};
+use portcullis::tools::mint::{LocalIssuer, access_claims};
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,7 +26,7 @@ fn main() -> Result<(), String> {
     let issuer = Arc::new(LocalIssuer::generate("bench-kid-1")?);
     let claims = move |i: usize| {
         let mut c = access_claims(&iss, &client, &format!("bench-user-{i}"), &[group.as_str()], "openid");
-        let now = portcullis::issuer::now();
+        let now = portcullis::tools::mint::now();
         c["exp"] = (now + ttl).into();
         c
     };

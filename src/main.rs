@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portcullis::lint::OutputFormat;
-use portcullis::{App, config, log};
+use portcullis::config::lint::OutputFormat;
+use portcullis::telemetry::log;
+use portcullis::{App, config};
 
 #[derive(Parser)]
 #[command(name = "portcullis", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PORTCULLIS_GIT_COMMIT"), ")"), about = "Authenticating sidecar: verifies Cognito JWTs and forwards with trusted identity headers")]
@@ -122,7 +123,7 @@ fn main() -> ExitCode {
         Command::Check { format } => {
             let Some(path) = cli.config.as_ref() else { return missing_config() };
             let loaded = config::load(path, &env_lookup);
-            let (report, ok) = portcullis::lint::check_report(&path.display().to_string(), &loaded, format);
+            let (report, ok) = portcullis::config::lint::check_report(&path.display().to_string(), &loaded, format);
             print!("{report}");
             if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
             runtime.block_on(test(config, &cases, format))
         }
         Command::Schema => {
-            print!("{}", portcullis::schema::render());
+            print!("{}", portcullis::config::schema::render());
             ExitCode::SUCCESS
         }
         Command::Demo { listen, admin_listen } => runtime.block_on(demo(listen, admin_listen)),
@@ -175,7 +176,7 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, workers, "portcullis started");
     // Hot reload: file changes (watched directory) and SIGHUP (SPEC §6).
-    let reloader = portcullis::reload::Reloader::new(&app, &path, Box::new(env_lookup));
+    let reloader = portcullis::serve::reload::Reloader::new(&app, &path, Box::new(env_lookup));
     let watcher = match reloader.spawn_watcher() {
         Ok(w) => Some(w),
         Err(e) => {
@@ -186,7 +187,7 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     let hup_task = tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the config");
-            let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
+            let _ = reloader.reload(portcullis::serve::reload::Trigger::Signal).await;
         }
     });
     let code = serve_until_signalled(app).await;
@@ -234,8 +235,8 @@ fn credential(
     token: Option<String>,
     claims: Option<String>,
     issuer: Option<String>,
-) -> Result<portcullis::explain::Credential, String> {
-    use portcullis::explain::Credential;
+) -> Result<portcullis::tools::explain::Credential, String> {
+    use portcullis::tools::explain::Credential;
     if let Some(mut t) = token {
         if t == "-" {
             t.clear();
@@ -256,10 +257,10 @@ async fn explain(
     config: config::Config,
     method: &str,
     path: &str,
-    credential: portcullis::explain::Credential,
+    credential: portcullis::tools::explain::Credential,
     format: OutputFormat,
 ) -> ExitCode {
-    use portcullis::explain::{Credential, Explainer};
+    use portcullis::tools::explain::{Credential, Explainer};
     let engine = match &credential {
         Credential::Token(_) => Explainer::for_tokens(config).await,
         _ => Explainer::for_claims(config).await,
@@ -273,7 +274,7 @@ async fn explain(
     };
     let ex = engine.explain(method, path, &credential).await;
     match format {
-        OutputFormat::Text => print!("{}", portcullis::explain::render_text(&ex)),
+        OutputFormat::Text => print!("{}", portcullis::tools::explain::render_text(&ex)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default()),
     }
     ExitCode::SUCCESS
@@ -283,7 +284,7 @@ async fn test(config: config::Config, cases: &std::path::Path, format: OutputFor
     let file = cases.display().to_string();
     let parsed = std::fs::read_to_string(cases)
         .map_err(|e| vec![format!("{file}: cannot read: {e}")])
-        .and_then(|text| portcullis::cases::parse(&text, &file, &env_lookup));
+        .and_then(|text| portcullis::tools::cases::parse(&text, &file, &env_lookup));
     let cases = match parsed {
         Ok(c) => c,
         Err(errors) => {
@@ -293,7 +294,7 @@ async fn test(config: config::Config, cases: &std::path::Path, format: OutputFor
             return ExitCode::from(1);
         }
     };
-    let report = match portcullis::cases::run(&config, &cases, &file).await {
+    let report = match portcullis::tools::cases::run(&config, &cases, &file).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("portcullis test: {e}");
@@ -301,14 +302,14 @@ async fn test(config: config::Config, cases: &std::path::Path, format: OutputFor
         }
     };
     match format {
-        OutputFormat::Text => print!("{}", portcullis::cases::render_text(&report)),
+        OutputFormat::Text => print!("{}", portcullis::tools::cases::render_text(&report)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
     }
     if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
-    let demo = match portcullis::demo::start(listen, admin).await {
+    let demo = match portcullis::tools::demo::start(listen, admin).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("portcullis demo: {e}");
@@ -318,7 +319,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", portcullis::demo::instructions(&demo));
+    print!("{}", portcullis::tools::demo::instructions(&demo));
     let _ = tokio::signal::ctrl_c().await;
     demo.app.stop().await;
     ExitCode::SUCCESS

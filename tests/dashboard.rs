@@ -1,8 +1,8 @@
 //! The Grafana dashboard (deploy/grafana-dashboard.json) only charts metrics Portcullis exports:
 //! every `portcullis_*` name in its queries is registered with help text.
 
-use portcullis::error::{Decision, Reason};
-use portcullis::metrics::Metrics;
+use portcullis::http::error::{Decision, Reason};
+use portcullis::telemetry::metrics::Metrics;
 
 #[test]
 fn every_dashboard_metric_exists() {

@@ -6,7 +6,7 @@ mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis::issuer::LocalIssuer;
+use portcullis::tools::mint::LocalIssuer;
 use serde_json::{Value, json};
 use support::*;
 

@@ -5,8 +5,8 @@
 
 mod support;
 
-use portcullis::issuer::{LocalIssuer, now};
-use portcullis::verify::at_hash;
+use portcullis::auth::verify::at_hash;
+use portcullis::tools::mint::{LocalIssuer, now};
 use serde_json::{Value, json};
 use support::*;
 
@@ -248,7 +248,8 @@ async fn pair_halves_from_different_pools_are_ambiguous() {
     );
     let p = pools.proxy(&yaml).await;
     let access = pools.main.mint(&pools.access("main", "alice"));
-    let id = pools.partner.mint(&portcullis::issuer::id_claims(&pools.iss("partner"), CLIENT_ID, "alice", &[], "a@x"));
+    let id =
+        pools.partner.mint(&portcullis::tools::mint::id_claims(&pools.iss("partner"), CLIENT_ID, "alice", &[], "a@x"));
     let resp = p.client.get(p.url("/api/x")).bearer_auth(&id).header("accessToken", &access).send().await.expect("req");
     assert_eq!(resp.status(), 400);
 }
@@ -442,7 +443,7 @@ impl Pools {
     }
 
     fn access(&self, which: &str, sub: &str) -> Value {
-        portcullis::issuer::access_claims(&self.iss(which), CLIENT_ID, sub, &[], "openid")
+        portcullis::tools::mint::access_claims(&self.iss(which), CLIENT_ID, sub, &[], "openid")
     }
 
     fn issuers_yaml(&self, token_use: &str, extra_issuers: &str) -> String {
@@ -509,7 +510,7 @@ async fn several_user_pools_are_selected_by_exact_iss() {
     assert_eq!(p.get("/api/x", Some(&foreign_kid)).await.status(), 401);
     // A pool that is not configured at all.
     let stranger = LocalIssuer::generate("s").expect("key");
-    let t = stranger.mint(&portcullis::issuer::access_claims(
+    let t = stranger.mint(&portcullis::tools::mint::access_claims(
         "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Stranger",
         CLIENT_ID,
         "x",
@@ -544,7 +545,7 @@ issuers:
         )
     };
     let p = start_proxy(&base("")).await;
-    let claims = |iss: &str| portcullis::issuer::access_claims(iss, CLIENT_ID, "alice", &[], "openid");
+    let claims = |iss: &str| portcullis::tools::mint::access_claims(iss, CLIENT_ID, "alice", &[], "openid");
     assert_eq!(p.get("/api/x", Some(&p.mint(&claims(primary)))).await.status(), 200);
     let resp = p.get("/api/x", Some(&p.mint(&claims(replica)))).await;
     assert_eq!(resp.status(), 401);

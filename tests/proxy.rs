@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use portcullis::issuer::{LocalIssuer, now};
+use portcullis::tools::mint::{LocalIssuer, now};
 use serde_json::{Value, json};
 use support::*;
 

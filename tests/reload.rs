@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use portcullis::App;
-use portcullis::issuer::LocalIssuer;
-use portcullis::reload::{Outcome, Reloader, Trigger};
+use portcullis::serve::reload::{Outcome, Reloader, Trigger};
+use portcullis::tools::mint::LocalIssuer;
 use support::*;
 
 struct Fixture {

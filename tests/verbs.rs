@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use portcullis::issuer::{self, LocalIssuer};
+use portcullis::tools::mint::{self, LocalIssuer};
 use serde_json::Value;
 
 fn bin() -> Command {
@@ -99,7 +99,7 @@ fn explain_verifies_a_real_token_and_shows_the_upstream_headers() {
         &issuer,
         "  - {name: admin, path: /admin/**, require: {groups_any: [Admins]}}\n  - {name: app, path: /**}\n",
     );
-    let token = issuer.mint(&issuer::access_claims("https://idp.example/pool", "app", "ann", &["Admins"], "openid"));
+    let token = issuer.mint(&mint::access_claims("https://idp.example/pool", "app", "ann", &["Admins"], "openid"));
     // `--token -` reads the token from stdin, keeping it out of the process list.
     let mut child = bin()
         .args(["explain", "--format", "json", "--path", "/admin//users", "--token", "-", "--config"])
@@ -151,7 +151,7 @@ fn failing_cases_exit_one_with_a_readable_report() {
         &issuer,
         "  - {name: admin, path: /admin/**, require: {groups_any: [Admins]}}\n  - {name: app, path: /**}\n",
     );
-    let token = issuer.mint(&issuer::access_claims("https://idp.example/pool", "app", "tok-user", &[], "openid"));
+    let token = issuer.mint(&mint::access_claims("https://idp.example/pool", "app", "tok-user", &[], "openid"));
     let cases = dir.join("cases.yaml");
     std::fs::write(
         &cases,

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
 use portcullis::config::env_name;
-use portcullis::headers::{self, Forwarding};
-use portcullis::policy::{self, Authn};
-use portcullis::route::RouteTable;
+use portcullis::proxy::headers::{self, Forwarding};
+use portcullis::auth::policy::{self, Authn};
+use portcullis::auth::route::RouteTable;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };

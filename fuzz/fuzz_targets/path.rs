@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::path;
-use portcullis::upstream::Upstream;
+use portcullis::http::path;
+use portcullis::proxy::upstream::Upstream;
 use std::sync::OnceLock;
 
 fn upstream() -> &'static Upstream {

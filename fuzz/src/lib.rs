@@ -6,10 +6,10 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use portcullis::config::{self, Config};
-use portcullis::issuer::{self, LocalIssuer};
-use portcullis::jwks::{FetchError, IssuerKeys, KeySource, Settings};
-use portcullis::metrics::Metrics;
-use portcullis::verify::{IssuerRuntime, Verified, Verifier};
+use portcullis::tools::mint::{self, LocalIssuer};
+use portcullis::auth::jwks::{FetchError, IssuerKeys, KeySource, Settings};
+use portcullis::telemetry::metrics::Metrics;
+use portcullis::auth::verify::{IssuerRuntime, Verified, Verifier};
 
 pub const ISS: &str = "https://issuer.example/pool";
 pub const CLIENT: &str = "fuzz-client";
@@ -77,11 +77,11 @@ pub fn fixture() -> &'static Fixture {
         runtime.block_on(keys.refresh()).expect("keys load");
         let verifier =
             Verifier::new(vec![IssuerRuntime { config: config.issuers[0].clone(), keys }], &config, metrics.clone());
-        let mut claims = issuer::access_claims(ISS, CLIENT, "user-1", &["Admins", "a,b"], "openid");
+        let mut claims = mint::access_claims(ISS, CLIENT, "user-1", &["Admins", "a,b"], "openid");
         claims["email"] = serde_json::json!("user@example.com");
         let token = issuer.mint(&claims);
         let verified = runtime
-            .block_on(verifier.verify(&token, portcullis::verify::UseRule::Issuer))
+            .block_on(verifier.verify(&token, portcullis::auth::verify::UseRule::Issuer))
             .expect("fixture token verifies");
         Fixture { runtime, config, metrics, issuer, verifier, token, verified }
     })

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portcullis::App;
-use portcullis::issuer::{self, LocalIssuer};
+use portcullis::tools::mint::{self, LocalIssuer};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -562,7 +562,7 @@ pub struct Proxy {
     pub app: Option<App>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub shared: Arc<portcullis::Shared>,
+    pub shared: Arc<portcullis::proxy::runtime::Shared>,
     pub jwks: JwksServer,
     pub echo: Echo,
     pub issuer: LocalIssuer,
@@ -603,11 +603,11 @@ impl Proxy {
     }
 
     pub fn access_claims(&self, sub: &str, groups: &[&str], scope: &str) -> Value {
-        issuer::access_claims(&self.iss(), CLIENT_ID, sub, groups, scope)
+        mint::access_claims(&self.iss(), CLIENT_ID, sub, groups, scope)
     }
 
     pub fn id_claims(&self, sub: &str, groups: &[&str], email: &str) -> Value {
-        issuer::id_claims(&self.iss(), CLIENT_ID, sub, groups, email)
+        mint::id_claims(&self.iss(), CLIENT_ID, sub, groups, email)
     }
 
     pub fn mint(&self, claims: &Value) -> String {

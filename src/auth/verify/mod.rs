@@ -16,11 +16,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dashmap::DashMap;
 use serde_json::{Map, Value};
 
+use crate::auth::jwks::{IssuerKeys, Key, Lookup};
 use crate::config::{self, TokenUse};
-use crate::error::Reason;
-use crate::headers::{self, PreparedIdentity};
-use crate::jwks::{IssuerKeys, Key, Lookup};
-use crate::metrics::Metrics;
+use crate::http::error::Reason;
+use crate::proxy::headers::{self, PreparedIdentity};
+use crate::telemetry::metrics::Metrics;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -20,15 +20,16 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::{ProxyBody, Streamed};
+use crate::auth::credentials::{self, CredentialError, Found};
+use crate::auth::policy::{self, Authn, Permit};
+use crate::auth::verify::{PairError, TokenError, UseRule};
 use crate::config::{AuthMode, CorsPreflight};
-use crate::credentials::{self, CredentialError, Found};
-use crate::error::{Decision, Reason, Rejection};
-use crate::headers::{self, Forwarding};
-use crate::policy::{self, Authn, Permit};
-use crate::upstream::UpstreamError;
-use crate::verify::{PairError, TokenError, UseRule};
-use crate::{Runtime, Shared, path};
+use crate::http::body::{ProxyBody, Streamed};
+use crate::http::error::{Decision, Reason, Rejection};
+use crate::http::path;
+use crate::proxy::headers::{self, Forwarding};
+use crate::proxy::runtime::{Runtime, Shared};
+use crate::proxy::upstream::UpstreamError;
 
 /// Facts about the downstream connection.
 #[derive(Debug, Clone, Copy)]
@@ -67,12 +68,12 @@ impl AccessLog {
             target: "portcullis::access",
             request_id = self.request_id.to_str().unwrap_or_default(),
             method = self.method.as_str(),
-            path = self.path.as_deref().map(crate::log::truncate).map(tracing::field::display),
+            path = self.path.as_deref().map(crate::telemetry::log::truncate).map(tracing::field::display),
             route,
             decision = decision.as_str(),
             reason = reason.as_str(),
             status = status.map(|s| s.as_u16()),
-            sub = self.sub.as_deref().map(crate::log::truncate).map(tracing::field::display),
+            sub = self.sub.as_deref().map(crate::telemetry::log::truncate).map(tracing::field::display),
             auth_us = micros(self.auth),
             upstream_us = micros(self.upstream),
             total_us = total.as_micros() as u64,
@@ -343,7 +344,7 @@ fn upstream_kind(r: &Rejection) -> Option<&'static str> {
 
 /// Keep a client's `X-Request-Id` only when it is a short safe token (SECURITY OBS-02).
 fn request_id(headers: &http::HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(crate::headers::X_REQUEST_ID)
+    if let Some(v) = headers.get(crate::proxy::headers::X_REQUEST_ID)
         && (1..=64).contains(&v.len())
         && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
     {

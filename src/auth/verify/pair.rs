@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{TokenError, UseRule, Verified, Verifier};
 use crate::config::TokenUse;
-use crate::headers;
+use crate::proxy::headers;
 
 /// Why two tokens did not make a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

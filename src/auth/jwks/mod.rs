@@ -19,7 +19,7 @@ use jsonwebtoken::DecodingKey;
 use tokio::time::Instant;
 
 use crate::config;
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// One usable RSA verification key.
 pub struct Key {
@@ -362,10 +362,10 @@ fn log_rotation(issuer: &str, old: Option<&KeySet>, new: &KeySet) {
         return;
     };
     for kid in new.kids().filter(|k| old.get(k).is_none()) {
-        tracing::info!(issuer, kid = %crate::log::truncate(kid), "JWKS key added");
+        tracing::info!(issuer, kid = %crate::telemetry::log::truncate(kid), "JWKS key added");
     }
     for kid in old.kids().filter(|k| new.get(k).is_none()) {
-        tracing::info!(issuer, kid = %crate::log::truncate(kid), "JWKS key removed");
+        tracing::info!(issuer, kid = %crate::telemetry::log::truncate(kid), "JWKS key removed");
     }
 }
 

@@ -8,7 +8,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::error::{Decision, Reason};
+use crate::http::error::{Decision, Reason};
 
 const NS: &str = "portcullis";
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::issuer::LocalIssuer;
+use crate::tools::mint::LocalIssuer;
 use serde_json::json;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;

@@ -173,7 +173,7 @@ mod tests {
             auth: AuthMode::Required,
             mode: Mode::Enforce,
             require: Require::default(),
-            span: crate::yaml::Span { line: 1, col: 1 },
+            span: crate::config::yaml::Span { line: 1, col: 1 },
         }
     }
 

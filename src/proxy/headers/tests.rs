@@ -1,5 +1,5 @@
 use super::*;
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use serde_json::json;
 
 fn identity() -> config::IdentityHeaders {

@@ -1,8 +1,8 @@
 //! Verifier unit tests against an in-memory key source. Integration tests in `tests/` repeat the
 //! important cases over real sockets.
 use super::*;
-use crate::issuer::{LocalIssuer, access_claims, id_claims, now};
-use crate::jwks::{FetchError, KeySource, Settings};
+use crate::auth::jwks::{FetchError, KeySource, Settings};
+use crate::tools::mint::{LocalIssuer, access_claims, id_claims, now};
 use bytes::Bytes;
 use serde_json::json;
 use std::time::Duration;

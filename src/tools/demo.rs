@@ -14,8 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::body::{self, ProxyBody};
-use crate::issuer::{self, LocalIssuer};
+use crate::http::body::{self, ProxyBody};
+use crate::tools::mint::{self, LocalIssuer};
 
 pub const DEMO_CLIENT_ID: &str = "demo-client";
 
@@ -94,7 +94,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible>
 
 /// Everything the demo started.
 pub struct Demo {
-    pub app: crate::App,
+    pub app: crate::serve::app::App,
     pub admin_token: String,
     pub user_token: String,
 }
@@ -117,11 +117,10 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, String
         .replace("@ISSUER@", &iss)
         .replace("@JWKS@", &format!("{iss}/.well-known/jwks.json"));
     let config = crate::config::parse(&yaml, "<demo>", &|_| None).map_err(|e| e.to_string())?;
-    let app = crate::App::start(config).await?;
+    let app = crate::serve::app::App::start(config).await?;
     let admin_token =
-        issuer.mint(&issuer::access_claims(&iss, DEMO_CLIENT_ID, "alice-0001", &["Admins"], "openid email"));
-    let user_token =
-        issuer.mint(&issuer::access_claims(&iss, DEMO_CLIENT_ID, "bob-0002", &["Readers"], "openid email"));
+        issuer.mint(&mint::access_claims(&iss, DEMO_CLIENT_ID, "alice-0001", &["Admins"], "openid email"));
+    let user_token = issuer.mint(&mint::access_claims(&iss, DEMO_CLIENT_ID, "bob-0002", &["Readers"], "openid email"));
     // Wait (bounded) for the first JWKS fetch so the printed commands work at once.
     for _ in 0..100 {
         if app.shared.is_ready() {

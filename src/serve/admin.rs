@@ -12,9 +12,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::Shared;
-use crate::body::{self, ProxyBody};
-use crate::server::stopped;
+use crate::http::body::{self, ProxyBody};
+use crate::proxy::runtime::Shared;
+use crate::serve::server::stopped;
 
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     loop {

@@ -17,9 +17,9 @@ use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 
-use crate::Shared;
 use crate::config::{self, Config};
-use crate::proxy::{self, Conn};
+use crate::proxy::pipeline::{self, Conn};
+use crate::proxy::runtime::Shared;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -205,7 +205,7 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| proxy::handle(shared.clone(), req, conn));
+    let service = service_fn(move |req| pipeline::handle(shared.clone(), req, conn));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     tokio::select! {

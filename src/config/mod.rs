@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
-use crate::yaml::{self, Diagnostic, Node, Reader, Span};
+pub mod lint;
+pub mod schema;
+pub mod yaml;
+
+use yaml::{Diagnostic, Node, Reader, Span};
 
 /// A validated configuration. Only [`load`] / [`parse`] make one.
 #[derive(Debug, Clone)]
@@ -423,7 +427,7 @@ fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         routes: routes?,
         warnings: Vec::new(),
     };
-    config.warnings = crate::lint::lint(&config).iter().map(ToString::to_string).collect();
+    config.warnings = crate::config::lint::lint(&config).iter().map(ToString::to_string).collect();
     Some(config)
 }
 
@@ -1103,7 +1107,7 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     }
     // Literal text must be what the normaliser would produce, or it could never match.
     let literal: String = pattern.replace("**", "x").replace('*', "x");
-    match crate::path::normalise(&literal) {
+    match crate::http::path::normalise(&literal) {
         Ok(n) if n == literal => Ok(()),
         Ok(n) => {
             Err(format!("route path is not in normalised form (requests are matched as `{}`)", n.replace('x', "*")))

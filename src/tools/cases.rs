@@ -1,5 +1,5 @@
 //! `portcullis test --config FILE CASES.yaml` (SPEC §5): table-driven policy tests. Each case is
-//! one request explained by [`crate::explain`] — the real normaliser, route table, verifier,
+//! one request explained by [`crate::tools::explain`] — the real normaliser, route table, verifier,
 //! policy and header rewriting — and compared with what the case expects: the status (200 means
 //! "forwarded to the app"), optionally the reason, the headers the app would receive and the
 //! headers of Portcullis's own response. The cases file is read with the same strict, spanned
@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::explain::{Credential, Explainer, Explanation};
-use crate::yaml::{self, Node, Reader};
+use crate::config::yaml::{self, Node, Reader};
+use crate::tools::explain::{Credential, Explainer, Explanation};
 
 const CASES_KEYS: &[&str] = &["cases"];
 const CASE_KEYS: &[&str] = &["name", "request", "issuer", "claims", "token", "expect"];

@@ -31,8 +31,9 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Config};
-use crate::server::{self, CertStore};
-use crate::{App, Runtime, Shared};
+use crate::proxy::runtime::{Runtime, Shared};
+use crate::serve::app::App;
+use crate::serve::server::{self, CertStore};
 
 /// Quiet period after the last file event before reading (editors and `kubectl` write in bursts).
 pub const DEBOUNCE: Duration = Duration::from_millis(300);

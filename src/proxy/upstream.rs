@@ -16,8 +16,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::body::{ProxyBody, Streamed};
 use crate::config::{self, UpstreamTarget};
+use crate::http::body::{ProxyBody, Streamed};
 
 /// How an upstream exchange failed. Names match `upstream_errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

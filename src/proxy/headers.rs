@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
+use crate::auth::policy::Permit;
 use crate::config::{self, GroupsFormat};
-use crate::metrics::Metrics;
-use crate::policy::Permit;
+use crate::telemetry::metrics::Metrics;
 
 /// `X-Forwarded-For` is not in this list: per SPEC §4 the peer address is appended to the
 /// client's value, so apps that trust only the right-most entries keep working.

@@ -131,7 +131,7 @@ async fn anonymous_and_bad_tokens_are_401() {
     // A real token signed by a key the config does not trust.
     let other = LocalIssuer::generate("portcullis-explain").unwrap();
     let forged =
-        other.mint(&crate::issuer::access_claims("https://idp.example/pool", "7abc", "u", &[], "openid email"));
+        other.mint(&crate::tools::mint::access_claims("https://idp.example/pool", "7abc", "u", &[], "openid email"));
     let ex = e.explain("GET", "/x", &Credential::Token(forged)).await;
     assert_eq!((ex.status, ex.reason), (401, "bad_signature"));
     assert!(!ex.credential.verified);

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::body::ProxyBody;
+use crate::http::body::ProxyBody;
 
 /// The closed set of reasons (SPEC §6). Used as a metric label, so it must stay bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -23,16 +23,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::auth::jwks::{FetchError, KeySource};
+use crate::auth::policy::{self, Authn, Permit};
+use crate::auth::route::{self, Route};
+use crate::auth::verify::{UseRule, Verified};
 use crate::config::{AuthMode, Config, Require, TokenUse};
-use crate::error::Rejection;
-use crate::headers::{self, Forwarding};
-use crate::issuer::LocalIssuer;
-use crate::jwks::{FetchError, KeySource};
-use crate::metrics::Metrics;
-use crate::policy::{self, Authn, Permit};
-use crate::route::{self, Route};
-use crate::verify::{UseRule, Verified};
-use crate::{Runtime, path};
+use crate::http::error::Rejection;
+use crate::http::path;
+use crate::proxy::headers::{self, Forwarding};
+use crate::proxy::runtime::Runtime;
+use crate::telemetry::metrics::Metrics;
+use crate::tools::mint::LocalIssuer;
 
 /// The client address `explain` pretends the request came from (TEST-NET-1, RFC 5737).
 pub const EXPLAIN_PEER: &str = "192.0.2.10:50000";
@@ -189,7 +190,7 @@ impl Explainer {
             }
         };
         let mut out = claims.clone();
-        let now = crate::issuer::now();
+        let now = crate::tools::mint::now();
         let token_use = match out.get("token_use").and_then(Value::as_str) {
             Some("id") => TokenUse::Id,
             Some(_) => TokenUse::Access,
@@ -286,17 +287,17 @@ impl Explainer {
     ) -> Result<Permit, Rejection> {
         let rt = &self.runtime;
         let method = Method::from_bytes(method.as_bytes())
-            .map_err(|_| Rejection::BadRequest(crate::error::Reason::BadRequest))?;
+            .map_err(|_| Rejection::BadRequest(crate::http::error::Reason::BadRequest))?;
         if method == Method::CONNECT || method == Method::TRACE {
             return Err(Rejection::MethodNotAllowed);
         }
         if !method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-            return Err(Rejection::BadRequest(crate::error::Reason::BadRequest));
+            return Err(Rejection::BadRequest(crate::http::error::Reason::BadRequest));
         }
         let target = raw_path.split('?').next().unwrap_or_default();
         let normalised = path::normalise(target).map_err(|e| {
             ex.path_error = Some(e.to_string());
-            Rejection::BadRequest(crate::error::Reason::AmbiguousPath)
+            Rejection::BadRequest(crate::http::error::Reason::AmbiguousPath)
         })?;
         ex.normalised_path = Some(normalised.clone());
 
@@ -314,7 +315,7 @@ impl Explainer {
                 candidate(r, i == 0, why)
             })
             .collect();
-        let route = *candidates.first().ok_or(Rejection::Forbidden(crate::error::Reason::NoRoute))?;
+        let route = *candidates.first().ok_or(Rejection::Forbidden(crate::http::error::Reason::NoRoute))?;
         ex.route = Some(route.name().to_owned());
 
         let authn = if route.config.auth == AuthMode::None {
@@ -323,7 +324,7 @@ impl Explainer {
         } else {
             match token {
                 None if ex.credential.error.is_some() => {
-                    Authn::Invalid(crate::verify::TokenError::Malformed("claims could not be completed"))
+                    Authn::Invalid(crate::auth::verify::TokenError::Malformed("claims could not be completed"))
                 }
                 None => Authn::Anonymous,
                 Some(t) => match rt.verifier.verify(t, UseRule::Issuer).await {
