@@ -4,6 +4,7 @@
 //! upstream.
 
 pub mod credentials;
+pub mod identity;
 pub mod jwks;
 pub mod policy;
 pub mod route;

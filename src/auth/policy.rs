@@ -7,11 +7,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::auth::identity::PreparedIdentity;
 use crate::auth::route::Route;
 use crate::auth::verify::{TokenError, Verified};
 use crate::config::{AuthMode, Mode, Require};
 use crate::http::error::{Decision, Reason, Rejection};
-use crate::proxy::headers::PreparedIdentity;
 
 /// What authentication produced for this request.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use http::HeaderName;
 
-use crate::auth::jwks::{self, IssuerKeys, KeySource};
+use crate::auth::jwks::{self, IssuerKeys, KeySource, Refresher};
 use crate::auth::route::RouteTable;
 use crate::auth::verify::{IssuerRuntime, Verifier};
 use crate::config::{self, Config, CredentialSource};
@@ -28,15 +28,6 @@ pub struct Runtime {
     /// One per issuer, shared with the next snapshot when a reload keeps that issuer's key
     /// cache: the refresher stops only when no snapshot uses the cache any more.
     refreshers: Vec<Arc<Refresher>>,
-}
-
-/// Aborts an issuer's JWKS refresher when the last snapshot using it is dropped.
-pub struct Refresher(tokio::task::AbortHandle);
-
-impl Drop for Refresher {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Runtime {
@@ -75,7 +66,7 @@ impl Runtime {
                 None => jwks::source_for(&iss.keys, &config.jwks)?,
             };
             let keys = IssuerKeys::new(&iss.name, source, settings.clone(), metrics.clone());
-            refreshers.push(Arc::new(Refresher(keys.spawn_refresher().abort_handle())));
+            refreshers.push(Arc::new(Refresher::start(&keys)));
             issuers.push(IssuerRuntime { config: iss.clone(), keys });
         }
         let client_ids = config.issuers.iter().flat_map(|i| i.client_ids.iter().cloned()).collect();

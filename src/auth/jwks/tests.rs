@@ -1,8 +1,15 @@
 use super::*;
+use crate::telemetry::metrics::Metrics;
 use crate::tools::mint::LocalIssuer;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use serde_json::json;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// A key source whose answer the test controls, counting fetches.
 struct Scripted {

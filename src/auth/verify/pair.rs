@@ -11,8 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::{TokenError, UseRule, Verified, Verifier};
+use crate::auth::identity;
 use crate::config::TokenUse;
-use crate::proxy::headers;
 
 /// Why two tokens did not make a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -81,7 +81,7 @@ impl Verifier {
         let mut header_claims: Map<String, Value> = access.claims.clone();
         header_claims.extend(id.claims.iter().map(|(k, v)| (k.clone(), v.clone())));
         let identity =
-            headers::prepare_identity(&id.sub, &groups, &header_claims, &self.identity, self.max_identity_bytes);
+            identity::prepare_identity(&id.sub, &groups, &header_claims, &self.identity, self.max_identity_bytes);
         Verified {
             issuer: id.issuer,
             token_use: self.issuers[id.issuer].config.token_use,

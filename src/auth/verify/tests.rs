@@ -1,11 +1,15 @@
 //! Verifier unit tests against an in-memory key source. Integration tests in `tests/` repeat the
 //! important cases over real sockets.
+use super::checks::unix_seconds;
 use super::*;
 use crate::auth::jwks::{FetchError, KeySource, Settings};
 use crate::tools::mint::{LocalIssuer, access_claims, id_claims, now};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde_json::json;
 use std::time::Duration;
+use std::time::UNIX_EPOCH;
 
 const ISS: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123";
 const CLIENT: &str = "7abc123example";

@@ -1,6 +1,6 @@
 use super::*;
+use crate::config::GroupsFormat;
 use crate::telemetry::metrics::Metrics;
-use serde_json::json;
 
 fn identity() -> config::IdentityHeaders {
     config::IdentityHeaders {
@@ -63,37 +63,6 @@ fn connection_named_headers_are_removed_but_host_kept() {
     let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
     names.sort();
     assert_eq!(names, vec!["accept", "host"]);
-}
-
-#[test]
-fn csv_groups_cannot_forge_another_group() {
-    let groups = vec!["a,b".to_owned(), "Ünïcode".to_owned(), "x y".to_owned(), "plain-1._~".to_owned()];
-    assert_eq!(encode_groups_csv(&groups), "a%2Cb,%C3%9Cn%C3%AFcode,x%20y,plain-1._~");
-    assert_eq!(encode_groups_csv(&[]), "");
-    assert_eq!(encode_groups_json(&groups), r#"["a,b","\u00dcn\u00efcode","x y","plain-1._~"]"#);
-    assert_eq!(encode_groups_json(&["q\"\\\n".to_owned()]), r#"["q\"\\\u000a"]"#);
-}
-
-#[test]
-fn prepare_identity_rules() {
-    let id = identity();
-    let claims = json!({"email": "a@example.com"});
-    let ok = prepare_identity("u1", &["g".into()], claims.as_object().unwrap(), &id, 8192).unwrap();
-    assert_eq!(ok.sub, "u1");
-    assert_eq!(ok.claims[0].1, "a@example.com");
-    // Absent claim → no header.
-    let none = prepare_identity("u1", &[], json!({}).as_object().unwrap(), &id, 8192).unwrap();
-    assert!(none.claims.is_empty());
-    assert_eq!(none.groups, "");
-    // CLV-04: control characters, non-strings and oversize are unencodable.
-    for bad in
-        [json!({"email": "a\r\nb"}), json!({"email": {"x": 1}}), json!({"email": ["a"]}), json!({"email": "ü@x"})]
-    {
-        assert!(prepare_identity("u1", &[], bad.as_object().unwrap(), &id, 8192).is_err(), "{bad}");
-    }
-    let number = prepare_identity("u1", &[], json!({"email": 42}).as_object().unwrap(), &id, 8192).unwrap();
-    assert_eq!(number.claims[0].1, "42");
-    assert!(prepare_identity("u1", &["x".repeat(9000)], json!({}).as_object().unwrap(), &id, 8192).is_err());
 }
 
 #[test]
