@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portcullis::config::lint::OutputFormat;
 use portcullis::telemetry::log;
+use portcullis::tools::OutputFormat;
 use portcullis::{App, config};
 
 #[derive(Parser)]
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         Command::Check { format } => {
             let Some(path) = cli.config.as_ref() else { return missing_config() };
             let loaded = config::load(path, &env_lookup);
-            let (report, ok) = portcullis::config::lint::check_report(&path.display().to_string(), &loaded, format);
+            let (report, ok) = portcullis::tools::check::report(&path.display().to_string(), &loaded, format);
             print!("{report}");
             if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
@@ -161,9 +161,7 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return ExitCode::FAILURE;
     };
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
+    config::lint::log_findings(&config);
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(e) => {

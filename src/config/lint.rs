@@ -1,6 +1,7 @@
-//! Lint warnings for a valid config (`portcullis check`, and logged by `run` and reloads): things
-//! that load but are probably not what the author meant. Each finding has a stable `code` for CI
-//! (`check --format json`). Errors are not here — a config with errors never loads (`config`).
+//! Lint warnings for a valid config: things that load but are probably not what the author
+//! meant. Each finding has a stable `code` for CI (`check --format json`). Errors are not here —
+//! a config with errors never loads (`decode`) — and decoding never runs the lints: `check`
+//! prints them, `run` and every applied reload log them ([`log_findings`]).
 //!
 //! Codes: `audit_mode`, `forward_token`, `user_writable_claim`, `unreachable_route`,
 //! `shadowed_route`, `public_under_protected`, `unsatisfiable`.
@@ -310,61 +311,12 @@ fn unsatisfiable(c: &Config, r: &Route) -> Vec<Finding> {
     out
 }
 
-/// Output of the operator verbs (`check`, `explain`, `test`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
-}
-
-/// The `portcullis check` report for a load result: the text to print and whether the config is
-/// valid (exit 0) — warnings never fail the check.
-pub fn check_report(
-    file: &str,
-    loaded: &Result<Config, crate::config::ConfigError>,
-    format: OutputFormat,
-) -> (String, bool) {
-    let findings = loaded.as_ref().map(lint).unwrap_or_default();
-    let errors: &[String] = match loaded {
-        Ok(_) => &[],
-        Err(e) => &e.messages,
-    };
-    let ok = loaded.is_ok();
-    let text = match format {
-        OutputFormat::Json => {
-            let counts = loaded.as_ref().ok().map(|c| (c.issuers.len(), c.routes.len()));
-            let doc = serde_json::json!({
-                "file": file,
-                "ok": ok,
-                "errors": errors,
-                "warnings": findings,
-                "issuers": counts.map(|c| c.0),
-                "routes": counts.map(|c| c.1),
-            });
-            format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default())
-        }
-        OutputFormat::Text => {
-            let mut out = String::new();
-            for e in errors {
-                out.push_str(&format!("error: {e}\n"));
-            }
-            for w in &findings {
-                out.push_str(&format!("warning: {file}: {w}\n"));
-            }
-            match loaded {
-                Ok(c) => out.push_str(&format!(
-                    "ok: {} issuer(s), {} route(s), {} warning(s)\n",
-                    c.issuers.len(),
-                    c.routes.len(),
-                    findings.len()
-                )),
-                Err(e) => out
-                    .push_str(&format!("invalid: {} error(s); not a config Portcullis would load\n", e.messages.len())),
-            }
-            out
-        }
-    };
-    (text, ok)
+/// Log every finding as a warning: `run` does at start and every applied reload does, so an
+/// operator sees in the log what `portcullis check` would print.
+pub fn log_findings(c: &Config) {
+    for f in lint(c) {
+        tracing::warn!(code = f.code, route = f.route.as_deref(), "{f}");
+    }
 }
 
 #[cfg(test)]

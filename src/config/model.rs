@@ -28,8 +28,6 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub limits: Limits,
     pub routes: Vec<Route>,
-    /// Non-fatal findings (user-writable claims in rules, audit mode left on, …).
-    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -220,7 +220,7 @@ fn require_on_public_route_is_an_error() {
 fn user_writable_claims_warn() {
     let c = parse(&format!("{BASE}    require:\n      claims:\n        \"custom:role\": admin\n"), "p.yaml", &no_env)
         .unwrap();
-    assert!(c.warnings.iter().any(|w| w.contains("custom:role")));
+    assert!(lint::lint(&c).iter().any(|w| w.to_string().contains("custom:role")));
 }
 
 #[test]
@@ -255,13 +255,13 @@ fn example_config_loads() {
     assert!(c.issuers.iter().any(|i| i.cognito));
 }
 
-/// SECURITY DEP-01: an upstream on a routable address is flagged at load (logged at startup and by
-/// `check`): the app must be reachable only through Portcullis. Loopback and unix sockets are not.
+/// SECURITY DEP-01: an upstream on a routable address is flagged by the lints (logged at startup,
+/// on reload and by `check`): the app must be reachable only through Portcullis. Loopback and unix sockets are not.
 #[test]
 fn non_loopback_upstream_is_flagged() {
     let warned = |url: &str| {
         let c = parse(&BASE.replace("http://127.0.0.1:8000", url), "p.yaml", &no_env).unwrap();
-        c.warnings.iter().any(|w| w.contains("not a loopback address"))
+        lint::lint(&c).iter().any(|w| w.message.contains("not a loopback address"))
     };
     for url in ["http://10.0.0.5:8000", "http://app.internal:8000", "http://0.0.0.0:8000", "http://[fd00::1]:80"] {
         assert!(warned(url), "{url}");

@@ -30,7 +30,7 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, lint};
 use crate::proxy::runtime::{Runtime, Shared};
 use crate::serve::app::App;
 use crate::serve::server::{self, CertStore};
@@ -125,7 +125,8 @@ impl Reloader {
             Ok(None) => Ok(Outcome::Unchanged),
             Ok(Some(next)) => {
                 let restart_needed = self.restart_needed(&next.runtime.config);
-                self.shared.runtime.store(Arc::new(next.runtime));
+                let runtime = Arc::new(next.runtime);
+                self.shared.runtime.store(runtime.clone());
                 if let (Some(store), Some(key)) = (&self.tls, next.certified) {
                     store.store(key);
                 }
@@ -138,6 +139,8 @@ impl Reloader {
                     tracing::warn!(setting = %what, "config reload: this setting changed but needs a restart; the running value stays");
                 }
                 tracing::info!(generation, trigger = ?trigger, file = %self.path.display(), "config reloaded");
+                // The new config's lint findings, as `run` logs them at start.
+                lint::log_findings(&runtime.config);
                 Ok(Outcome::Applied { generation, restart_needed })
             }
             Err(e) => {

@@ -3,6 +3,14 @@
 //! a step of it.
 
 pub mod cases;
+pub mod check;
 pub mod demo;
 pub mod explain;
 pub mod mint;
+
+/// Output of the operator verbs (`check`, `explain`, `test`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}

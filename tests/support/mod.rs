@@ -895,6 +895,15 @@ pub fn self_signed_cert(dir: &std::path::Path, name: &str, san: &str) -> (std::p
 /// return the child with that line (its `listen` and `admin` addresses). The rest of stderr is
 /// drained in the background so the child never blocks on a full pipe.
 pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, Value) {
+    let (child, started, _logs) = spawn_binary_with_logs(config);
+    (child, started)
+}
+
+/// As [`spawn_binary`], also returning every JSON log line: those written before the start line,
+/// then each later one as it arrives.
+pub fn spawn_binary_with_logs(
+    config: &std::path::Path,
+) -> (std::process::Child, Value, std::sync::mpsc::Receiver<Value>) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["--log-format", "json", "run", "--config"])
@@ -904,13 +913,20 @@ pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, Value) {
         .spawn()
         .expect("the binary starts");
     let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
     let started = loop {
         let line = lines.next().expect("the binary logs its start").expect("stderr line");
         let v: Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "portcullis started" {
             break v;
         }
+        let _ = tx.send(v);
     };
-    std::thread::spawn(move || for _ in lines {});
-    (child, started)
+    // Keeps draining after the receiver is dropped, so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).unwrap_or_default());
+        }
+    });
+    (child, started, rx)
 }

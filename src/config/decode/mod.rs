@@ -171,7 +171,7 @@ pub(super) fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         }
     }
 
-    let mut config = Config {
+    Some(Config {
         listen: listen?,
         admin_listen: admin_listen?,
         upstream: upstream?,
@@ -187,10 +187,7 @@ pub(super) fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         shutdown: shutdown?,
         limits: limits?,
         routes: routes?,
-        warnings: Vec::new(),
-    };
-    config.warnings = crate::config::lint::lint(&config).iter().map(ToString::to_string).collect();
-    Some(config)
+    })
 }
 
 pub(super) fn socket_addr(r: &mut Reader, n: &Node, path: &str) -> Option<SocketAddr> {
