@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::auth::identity::PreparedIdentity;
-use crate::auth::route::Route;
 use crate::auth::verify::{TokenError, Verified};
+use crate::config::Route;
 use crate::config::{AuthMode, Mode, Require};
 use crate::http::error::{Decision, Reason, Rejection};
 
@@ -54,7 +54,7 @@ impl Permit {
 /// Decide whether a request on `route` may pass. `issuers` are the configured issuer names by
 /// index, for `require.issuers`.
 pub fn decide(route: &Route, authn: Authn, issuer_names: &[String]) -> Result<Permit, Rejection> {
-    let config = &route.config;
+    let config = route;
     let outcome = evaluate(config.auth, &config.require, authn, issuer_names);
     match (outcome, config.mode) {
         (Ok(permit), _) => Ok(permit),

@@ -7,29 +7,8 @@ use std::cmp::Ordering;
 
 use http::Method;
 
-use crate::config;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    /// `*`: exactly one non-empty segment.
-    Star,
-    /// trailing `/**`: the prefix itself and everything below it.
-    Rest,
-}
-
-/// A route with its compiled pattern.
-#[derive(Debug)]
-pub struct Route {
-    pub config: config::Route,
-    segments: Vec<Segment>,
-}
-
-impl Route {
-    pub fn name(&self) -> &str {
-        &self.config.name
-    }
-}
+use crate::config::pattern::{Segment, literal_eq};
+use crate::config::{self, Route};
 
 #[derive(Debug)]
 pub struct RouteTable {
@@ -48,28 +27,9 @@ fn rank(s: Option<&Segment>) -> u8 {
     }
 }
 
-fn compile(pattern: &str) -> Vec<Segment> {
-    let trimmed = pattern.trim_start_matches('/');
-    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    if trimmed.is_empty() {
-        return Vec::new();
-    }
-    trimmed
-        .split('/')
-        .map(|s| match s {
-            "*" => Segment::Star,
-            "**" => Segment::Rest,
-            lit => Segment::Literal(lit.to_owned()),
-        })
-        .collect()
-}
-
 impl RouteTable {
     pub fn new(routes: &[config::Route], case_insensitive: bool) -> Self {
-        RouteTable {
-            routes: routes.iter().map(|r| Route { segments: compile(&r.path), config: r.clone() }).collect(),
-            case_insensitive,
-        }
+        RouteTable { routes: routes.to_vec(), case_insensitive }
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -91,8 +51,8 @@ impl RouteTable {
         let mut matched: Vec<&Route> = self
             .routes
             .iter()
-            .filter(|r| r.config.methods.as_ref().is_none_or(|ms| ms.contains(method)))
-            .filter(|r| self.matches(&r.segments, body))
+            .filter(|r| r.methods.as_ref().is_none_or(|ms| ms.contains(method)))
+            .filter(|r| self.matches(r.path.segments(), body))
             .collect();
         matched.sort_by(|a, b| specificity(b, a));
         matched
@@ -111,30 +71,27 @@ impl RouteTable {
                     _ => return false,
                 },
                 Segment::Literal(lit) => match segs.as_mut().and_then(Iterator::next) {
-                    Some(s) if self.literal_eq(lit, s) => {}
+                    Some(s) if literal_eq(lit, s, self.case_insensitive) => {}
                     _ => return false,
                 },
             }
         }
         segs.is_none_or(|mut s| s.next().is_none())
     }
-
-    fn literal_eq(&self, lit: &str, seg: &str) -> bool {
-        if self.case_insensitive { lit.eq_ignore_ascii_case(seg) } else { lit == seg }
-    }
 }
 
 /// `Greater` when `a` is more specific than `b`.
 fn specificity(a: &Route, b: &Route) -> Ordering {
-    let len = a.segments.len().max(b.segments.len()) + 1;
+    let (sa, sb) = (a.path.segments(), b.path.segments());
+    let len = sa.len().max(sb.len()) + 1;
     for i in 0..len {
-        let ord = rank(a.segments.get(i)).cmp(&rank(b.segments.get(i)));
+        let ord = rank(sa.get(i)).cmp(&rank(sb.get(i)));
         if ord != Ordering::Equal {
             return ord;
         }
     }
     // Same shape: a route that lists methods beats one that lists none.
-    a.config.methods.is_some().cmp(&b.config.methods.is_some())
+    a.methods.is_some().cmp(&b.methods.is_some())
 }
 
 /// Why `winner` is preferred over `loser` when both match (for `explain`), in the terms of
@@ -147,14 +104,15 @@ pub fn precedence(winner: &Route, loser: &Route) -> String {
         Some(Segment::Rest) => "`**`".to_owned(),
         None => "the pattern's end".to_owned(),
     };
-    let len = winner.segments.len().max(loser.segments.len()) + 1;
+    let (sw, sl) = (winner.path.segments(), loser.path.segments());
+    let len = sw.len().max(sl.len()) + 1;
     for i in 0..len {
-        let (a, b) = (winner.segments.get(i), loser.segments.get(i));
+        let (a, b) = (sw.get(i), sl.get(i));
         if rank(a) != rank(b) {
             return format!("segment {}: {} beats {}", i + 1, describe(a), describe(b));
         }
     }
-    if winner.config.methods.is_some() && loser.config.methods.is_none() {
+    if winner.methods.is_some() && loser.methods.is_none() {
         return "same pattern: it lists the request's method".to_owned();
     }
     "same pattern and methods: it comes first in the file".to_owned()
@@ -168,7 +126,7 @@ mod tests {
     fn route(name: &str, path: &str, methods: Option<&[&str]>) -> config::Route {
         config::Route {
             name: name.into(),
-            path: path.into(),
+            path: config::pattern::Pattern::parse(path).unwrap(),
             methods: methods.map(|ms| ms.iter().map(|m| Method::from_bytes(m.as_bytes()).unwrap()).collect()),
             auth: AuthMode::Required,
             mode: Mode::Enforce,
@@ -178,7 +136,7 @@ mod tests {
     }
 
     fn find<'a>(t: &'a RouteTable, m: &str, p: &str) -> Option<&'a str> {
-        t.find(&Method::from_bytes(m.as_bytes()).unwrap(), p).map(Route::name)
+        t.find(&Method::from_bytes(m.as_bytes()).unwrap(), p).map(|r| r.name.as_str())
     }
 
     fn spec_table() -> Vec<config::Route> {

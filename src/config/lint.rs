@@ -9,6 +9,7 @@
 use http::Method;
 use serde::Serialize;
 
+use crate::config::pattern::Segment;
 use crate::config::{AuthMode, Config, CredentialSource, Mode, Route, TokenUse, UpstreamTarget};
 
 /// One warning about a loadable config.
@@ -89,17 +90,6 @@ pub fn lint(c: &Config) -> Vec<Finding> {
     out
 }
 
-/// A pattern's segments for comparison (trailing `/` dropped, literals case-folded when matching
-/// is case-insensitive) — two routes with equal shapes match exactly the same paths.
-fn shape(pattern: &str, case_insensitive: bool) -> Vec<String> {
-    let body = pattern.trim_start_matches('/');
-    let body = body.strip_suffix('/').unwrap_or(body);
-    if body.is_empty() {
-        return Vec::new();
-    }
-    body.split('/').map(|s| if case_insensitive { s.to_ascii_lowercase() } else { s.to_owned() }).collect()
-}
-
 fn method_names(ms: &[Method]) -> String {
     ms.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
 }
@@ -109,9 +99,12 @@ fn method_names(ms: &[Method]) -> String {
 /// stably). A route can so lose some methods (shadowed) or all of them (unreachable).
 fn reachability(c: &Config, i: usize) -> Vec<Finding> {
     let r = &c.routes[i];
-    let me = shape(&r.path, c.case_insensitive);
-    let same: Vec<(usize, &Route)> =
-        c.routes.iter().enumerate().filter(|(j, o)| *j != i && shape(&o.path, c.case_insensitive) == me).collect();
+    let same: Vec<(usize, &Route)> = c
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(j, o)| *j != i && o.path.same_paths(&r.path, c.case_insensitive))
+        .collect();
     if same.is_empty() {
         return Vec::new();
     }
@@ -201,30 +194,6 @@ fn strictness(r: &Route) -> u8 {
     }
 }
 
-/// Whether every path `inner` matches is also matched by `outer`.
-fn covers(outer: &[String], inner: &[String]) -> bool {
-    for (k, seg) in outer.iter().enumerate() {
-        if seg == "**" {
-            return true;
-        }
-        let Some(other) = inner.get(k) else { return false };
-        match (seg.as_str(), other.as_str()) {
-            ("*", "**") => return false,
-            ("*", _) => {}
-            (lit, o) if lit == o => {}
-            _ => return false,
-        }
-    }
-    inner.len() == outer.len()
-}
-
-fn methods_overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
-        _ => true,
-    }
-}
-
 /// A public (or anonymous-allowed) route nested inside a protected subtree wins there because it
 /// is more specific — often intended (`/admin/health`), sometimes a hole. The catch-all `/**` is
 /// not a "prefix": public routes beside it are the normal layout.
@@ -232,16 +201,17 @@ fn public_under_protected(c: &Config, s: &Route) -> Vec<Finding> {
     if s.auth == AuthMode::Required {
         return Vec::new();
     }
-    let inner = shape(&s.path, c.case_insensitive);
+    let ci = c.case_insensitive;
     let mut out = Vec::new();
     for r in &c.routes {
-        let outer = shape(&r.path, c.case_insensitive);
-        let has_literal_prefix = outer.first().is_some_and(|seg| seg != "*" && seg != "**");
+        let has_literal_prefix = matches!(r.path.segments().first(), Some(Segment::Literal(_)));
+        // Here the question is whether one request could reach both routes, so a route without
+        // `methods` (every method) shares methods with any other.
         if r.auth == AuthMode::Required
             && has_literal_prefix
-            && outer != inner
-            && covers(&outer, &inner)
-            && methods_overlap(&r.methods, &s.methods)
+            && !r.path.same_paths(&s.path, ci)
+            && r.path.covers(&s.path, ci)
+            && r.shares_a_method_with(s)
         {
             let what =
                 if s.auth == AuthMode::None { "public (auth: none)" } else { "anonymous-allowed (auth: optional)" };
@@ -371,6 +341,11 @@ mod tests {
     #[test]
     fn public_route_inside_a_protected_prefix() {
         let routes = "  - {name: admin, path: /admin/**, require: {groups_any: [Admins]}}\n  - {name: peek, path: /admin/*/status, auth: none}\n  - {name: app, path: /**}\n";
+        assert_eq!(codes(routes), one("public_under_protected", "peek"));
+        // A route without `methods` competes for every method, so it wins POST inside the
+        // POST-only protected subtree (the same-pattern conflict rule does not apply here).
+        let routes =
+            "  - {name: admin, path: /admin/**, methods: [POST]}\n  - {name: peek, path: /admin/x, auth: none}\n";
         assert_eq!(codes(routes), one("public_under_protected", "peek"));
         // Disjoint methods: the public route never competes with the protected one.
         let routes = "  - {name: admin, path: /admin/**, methods: [POST]}\n  - {name: peek, path: /admin/x, methods: [GET], auth: none}\n";

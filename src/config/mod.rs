@@ -9,10 +9,11 @@ use std::path::Path;
 mod decode;
 pub mod lint;
 mod model;
+pub mod pattern;
 pub mod schema;
 pub mod yaml;
 
-pub use decode::{SCHEMA_KEYS, check_jwks_uri, check_pattern};
+pub use decode::{SCHEMA_KEYS, check_jwks_uri};
 pub use model::*;
 use yaml::{Diagnostic, Reader};
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
+use super::pattern::Pattern;
 use super::yaml::Span;
 
 /// A validated configuration. Only [`super::load`] / [`super::parse`] make one.
@@ -181,13 +182,24 @@ pub struct Require {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
-    pub path: String,
+    pub path: Pattern,
     /// Upper-case methods; `None` = all.
     pub methods: Option<Vec<Method>>,
     pub auth: AuthMode,
     pub mode: Mode,
     pub require: Require,
     pub span: Span,
+}
+
+impl Route {
+    /// Whether some request method could match both routes (no `methods` means every method).
+    /// Sets, not precedence: whether two such routes are a conflict is `decode`'s rule.
+    pub fn shares_a_method_with(&self, other: &Route) -> bool {
+        match (&self.methods, &other.methods) {
+            (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+            _ => true,
+        }
+    }
 }
 
 /// Claims a Cognito user (or an app client with write access) can set: authorising on them lets

@@ -90,6 +90,23 @@ fn duplicate_route_patterns_with_overlapping_methods_are_errors() {
     assert_error(&overlap, "18:5", "overlapping methods");
 }
 
+/// SPEC §2: routes with the same pattern conflict only when both list an overlapping method or
+/// both list none. When one lists methods and the other none, that is no conflict: the listing
+/// route wins for its methods and the other serves the rest. (The two old copies of
+/// `methods_overlap` disagreed on exactly this pair; `Route::shares_a_method_with` is the one
+/// left, and the conflict rule is written out where it is decided.)
+#[test]
+fn same_pattern_with_and_without_methods_is_not_a_conflict() {
+    let yaml = format!("{BASE}  - name: app-post\n    path: /**\n    methods: [POST]\n");
+    let c = parse(&yaml, "p.yaml", &no_env).unwrap();
+    let (app, post) = (&c.routes[0], &c.routes[1]);
+    assert!(app.shares_a_method_with(post) && post.shares_a_method_with(app), "as sets, every method includes POST");
+    let table = crate::auth::route::RouteTable::new(&c.routes, false);
+    let find = |m: http::Method| table.find(&m, "/x").map(|r| r.name.clone());
+    assert_eq!(find(http::Method::POST).as_deref(), Some("app-post"));
+    assert_eq!(find(http::Method::GET).as_deref(), Some("app"));
+}
+
 #[test]
 fn empty_requirement_lists_are_errors() {
     assert_error(&format!("{BASE}    require:\n      groups_any: []\n"), "16:19", "must not be empty");

@@ -149,9 +149,9 @@ async fn pipeline(
     log.path = Some(path.clone());
 
     let route = rt.routes.find(req.method(), &path).ok_or(Rejection::Forbidden(Reason::NoRoute))?;
-    log.route = Some(route.name().to_owned());
+    log.route = Some(route.name.clone());
 
-    let authn = authenticate(rt, route.config.auth, &req).await?;
+    let authn = authenticate(rt, route.auth, &req).await?;
     let permit = policy::decide(route, authn, rt.issuer_names())?;
     log.sub = permit.verified().map(|v| v.sub.clone());
     let auth_elapsed = log.start.elapsed();
@@ -159,7 +159,7 @@ async fn pipeline(
     shared.metrics.auth_duration_seconds.observe(auth_elapsed.as_secs_f64());
     if permit.decision() == Decision::AuditDeny {
         tracing::warn!(
-            route = route.name(),
+            route = route.name.as_str(),
             reason = permit.reason().as_str(),
             "audit: the route's rules would deny this request"
         );
@@ -169,7 +169,11 @@ async fn pipeline(
     let response = forward(rt, req, &permit, &path, conn, &log.request_id).await;
     let upstream_elapsed = upstream_start.elapsed();
     log.upstream = Some(upstream_elapsed);
-    shared.metrics.upstream_duration_seconds.with_label_values(&[route.name()]).observe(upstream_elapsed.as_secs_f64());
+    shared
+        .metrics
+        .upstream_duration_seconds
+        .with_label_values(&[route.name.as_str()])
+        .observe(upstream_elapsed.as_secs_f64());
     Ok((response?, permit))
 }
 

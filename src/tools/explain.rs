@@ -25,8 +25,9 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::jwks::{FetchError, KeySource};
 use crate::auth::policy::{self, Authn, Permit};
-use crate::auth::route::{self, Route};
+use crate::auth::route;
 use crate::auth::verify::{UseRule, Verified};
+use crate::config::Route;
 use crate::config::{AuthMode, Config, Require, TokenUse};
 use crate::http::error::Rejection;
 use crate::http::path;
@@ -307,18 +308,16 @@ impl Explainer {
             .enumerate()
             .map(|(i, r)| {
                 let why = match i {
-                    0 => {
-                        candidates.get(1).map(|next| format!("beats `{}`: {}", next.name(), route::precedence(r, next)))
-                    }
+                    0 => candidates.get(1).map(|next| format!("beats `{}`: {}", next.name, route::precedence(r, next))),
                     _ => Some(route::precedence(candidates[0], r)),
                 };
                 candidate(r, i == 0, why)
             })
             .collect();
         let route = *candidates.first().ok_or(Rejection::Forbidden(crate::http::error::Reason::NoRoute))?;
-        ex.route = Some(route.name().to_owned());
+        ex.route = Some(route.name.clone());
 
-        let authn = if route.config.auth == AuthMode::None {
+        let authn = if route.auth == AuthMode::None {
             ex.credential.note.get_or_insert_with(|| "auth: none: credentials are not read".to_owned());
             Authn::Skipped
         } else {
@@ -330,7 +329,7 @@ impl Explainer {
                 Some(t) => match rt.verifier.verify(t, UseRule::Issuer).await {
                     Ok(v) => {
                         self.report_identity(ex, &v);
-                        ex.checks = requirement_checks(&route.config.require, &v, rt.issuer_names());
+                        ex.checks = requirement_checks(&route.require, &v, rt.issuer_names());
                         Authn::Verified(v)
                     }
                     Err(e) => {
@@ -395,10 +394,10 @@ fn sorted(h: &HeaderMap) -> Vec<(String, String)> {
 }
 
 fn candidate(r: &Route, chosen: bool, why: Option<String>) -> Candidate {
-    let c = &r.config;
+    let c = r;
     Candidate {
         name: c.name.clone(),
-        pattern: c.path.clone(),
+        pattern: c.path.to_string(),
         methods: c.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str().to_owned()).collect()),
         auth: match c.auth {
             AuthMode::None => "none",

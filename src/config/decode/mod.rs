@@ -17,7 +17,6 @@ mod routes;
 mod upstream;
 
 pub use issuers::check_jwks_uri;
-pub use routes::check_pattern;
 
 const TOP_KEYS: &[&str] = &[
     "listen",

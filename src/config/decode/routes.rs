@@ -7,6 +7,7 @@ use http::Method;
 
 use super::{enumerated, field, join, required, token_use};
 use crate::config::model::*;
+use crate::config::pattern::{Pattern, literal_eq};
 use crate::config::yaml::{self, Node, Reader};
 
 pub(super) const ROUTE_KEYS: &[&str] = &["name", "path", "methods", "auth", "mode", "require"];
@@ -40,9 +41,11 @@ pub(super) fn routes(
             ok = false;
         }
         for other in &out {
-            let same_pattern =
-                if case_insensitive { other.path.eq_ignore_ascii_case(&route.path) } else { other.path == route.path };
-            if same_pattern && methods_overlap(&other.methods, &route.methods) {
+            // SPEC §2: the same pattern is ambiguous when both routes list an overlapping method or
+            // both list none; when only one lists methods, that one wins for them — no conflict.
+            let same_pattern = literal_eq(other.path.as_str(), route.path.as_str(), case_insensitive);
+            let ambiguous = other.methods.is_some() == route.methods.is_some() && other.shares_a_method_with(&route);
+            if same_pattern && ambiguous {
                 r.error(
                     item.span,
                     &p,
@@ -57,48 +60,6 @@ pub(super) fn routes(
         out.push(route);
     }
     ok.then_some(out)
-}
-
-fn methods_overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
-        // One lists methods and the other does not: the listing one wins, no ambiguity.
-        _ => false,
-    }
-}
-
-/// Checks a route pattern: `/`-rooted, literal segments already in normalised form, `*` as a
-/// whole segment, `**` only as the last segment.
-pub fn check_pattern(pattern: &str) -> Result<(), String> {
-    if !pattern.starts_with('/') {
-        return Err("a route path starts with `/`".into());
-    }
-    let body = pattern.strip_suffix('/').filter(|_| pattern.len() > 1).unwrap_or(pattern);
-    if body.len() > 1 {
-        let segments: Vec<&str> = body[1..].split('/').collect();
-        for (i, seg) in segments.iter().enumerate() {
-            match *seg {
-                "" => return Err("empty segment (`//`) in route path".into()),
-                "**" if i + 1 != segments.len() => return Err("`**` is only allowed as the last segment".into()),
-                "**" | "*" => {}
-                s if s.contains('*') => {
-                    return Err(format!("`{s}`: `*` must be a whole segment (no regexes or partial globs)"));
-                }
-                "." | ".." => return Err("`.` and `..` segments never match a normalised path".into()),
-                _ => {}
-            }
-        }
-    }
-    // Literal text must be what the normaliser would produce, or it could never match.
-    let literal: String = pattern.replace("**", "x").replace('*', "x");
-    match crate::http::path::normalise(&literal) {
-        Ok(n) if n == literal => Ok(()),
-        Ok(n) => {
-            Err(format!("route path is not in normalised form (requests are matched as `{}`)", n.replace('x', "*")))
-        }
-        Err(e) => Err(format!("route path would never match: {e}")),
-    }
 }
 
 fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> Option<Route> {
@@ -117,8 +78,8 @@ fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> 
     });
     let path = required(r, &m, "path", p).and_then(|n| {
         let s = r.string(n, &join(p, "path"))?;
-        match check_pattern(&s) {
-            Ok(()) => Some(s),
+        match Pattern::parse(&s) {
+            Ok(pattern) => Some(pattern),
             Err(e) => {
                 r.error(n.span, &join(p, "path"), e);
                 None
