@@ -19,7 +19,7 @@ use portcullis::auth::verify::{IssuerRuntime, UseRule, Verifier};
 use portcullis::config::{self, Config};
 use portcullis::proxy::headers::{self, Forwarding};
 use portcullis::telemetry::metrics::Metrics;
-use portcullis::tools::mint::{LocalIssuer, access_claims};
+use portcullis::tools::mint::{SigningKey, access_claims};
 
 fn main() {
     divan::main();
@@ -67,7 +67,7 @@ struct Fixture {
 
 fn fixture(cache: usize) -> Fixture {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let issuer = LocalIssuer::generate("k1").unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
     let cfg = config(0, cache);
     let metrics = Arc::new(Metrics::new());
     let source = Box::new(Static(Bytes::from(issuer.jwks().to_string())));

@@ -52,7 +52,7 @@ fn get(addr: &str, path: &str) -> Option<u16> {
 fn sigterm_drains_then_exits_zero() {
     let dir = std::env::temp_dir().join(format!("portcullis-bin-{}-term", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let issuer = portcullis::tools::mint::LocalIssuer::generate("k1").unwrap();
+    let issuer = portcullis::tools::mint::SigningKey::generate("k1").unwrap();
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
     let path = temp_config(

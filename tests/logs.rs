@@ -88,7 +88,7 @@ routes:
         URL_SAFE_NO_PAD.encode(p.access_claims("mallory", &["Admins"], "openid").to_string())
     );
     let unknown_kid = {
-        let other = portcullis::tools::mint::LocalIssuer::generate("rotated-kid").unwrap();
+        let other = portcullis::tools::mint::SigningKey::generate("rotated-kid").unwrap();
         other.mint(&p.access_claims("dave", &[], "openid"))
     };
     let oversized = format!("{valid}{}", "A".repeat(20_000));

@@ -6,7 +6,7 @@
 mod support;
 
 use portcullis::auth::verify::at_hash;
-use portcullis::tools::mint::{LocalIssuer, now};
+use portcullis::tools::mint::{SigningKey, now};
 use serde_json::{Value, json};
 use support::*;
 
@@ -423,16 +423,16 @@ async fn genuine_preflights_pass_without_a_token_and_nothing_else_does() {
 
 /// Two user pools with their own keys, served from one JWKS server each.
 struct Pools {
-    main: LocalIssuer,
-    partner: LocalIssuer,
+    main: SigningKey,
+    partner: SigningKey,
     main_jwks: JwksServer,
     partner_jwks: JwksServer,
 }
 
 impl Pools {
     async fn start() -> Pools {
-        let main = LocalIssuer::generate("main-k").expect("key");
-        let partner = LocalIssuer::generate("partner-k").expect("key");
+        let main = SigningKey::generate("main-k").expect("key");
+        let partner = SigningKey::generate("partner-k").expect("key");
         let main_jwks = JwksServer::start(main.jwks()).await;
         let partner_jwks = JwksServer::start(partner.jwks()).await;
         Pools { main, partner, main_jwks, partner_jwks }
@@ -509,7 +509,7 @@ async fn several_user_pools_are_selected_by_exact_iss() {
     let foreign_kid = pools.partner.mint(&pools.access("main", "x"));
     assert_eq!(p.get("/api/x", Some(&foreign_kid)).await.status(), 401);
     // A pool that is not configured at all.
-    let stranger = LocalIssuer::generate("s").expect("key");
+    let stranger = SigningKey::generate("s").expect("key");
     let t = stranger.mint(&portcullis::tools::mint::access_claims(
         "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Stranger",
         CLIENT_ID,

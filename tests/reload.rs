@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use portcullis::App;
 use portcullis::serve::reload::{Outcome, Reloader, Trigger};
-use portcullis::tools::mint::LocalIssuer;
+use portcullis::tools::mint::SigningKey;
 use serde_json::Value;
 use support::*;
 
@@ -47,7 +47,7 @@ impl Fixture {
     /// directory watcher as `portcullis run` does.
     async fn start(name: &str, rest: &str, watch: bool, layout: Layout) -> Fixture {
         let dir = temp_dir(name);
-        let issuer = LocalIssuer::generate("k1").unwrap();
+        let issuer = SigningKey::generate("k1").unwrap();
         let jwks = JwksServer::start(issuer.jwks()).await;
         let echo = Echo::start().await;
         let fill = |yaml: &str| {
@@ -352,7 +352,7 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 fn the_binary_reloads_on_sighup_and_on_file_change() {
     use std::time::{Duration, Instant};
     let dir = temp_dir("binary");
-    let issuer = LocalIssuer::generate("k1").unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
     let yaml = |route: &str| {
@@ -396,7 +396,7 @@ fn the_binary_logs_lint_warnings_at_start_and_after_each_reload() {
     use std::sync::mpsc::Receiver;
     use std::time::{Duration, Instant};
     let dir = temp_dir("lint-log");
-    let issuer = LocalIssuer::generate("k1").unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
     let yaml = |route: &str| {

@@ -427,7 +427,7 @@ async fn jwks_fetch_refuses_untrusted_or_misnamed_certificates() {
         let sub = dir.join(name);
         std::fs::create_dir_all(&sub).unwrap();
         // A throwaway JWKS backend; the harness's own one is replaced through @JWKS@.
-        let issuer = portcullis::tools::mint::LocalIssuer::generate("k1").unwrap();
+        let issuer = portcullis::tools::mint::SigningKey::generate("k1").unwrap();
         let backend = JwksServer::start(issuer.jwks()).await;
         let (front, cert) = tls_front(backend.addr, san, &sub).await;
         let url = format!("https://127.0.0.1:{}{JWKS_PATH}", front.port());
@@ -446,7 +446,7 @@ async fn jwks_fetch_refuses_untrusted_or_misnamed_certificates() {
     // Positive control: the same kind of endpoint, its certificate trusted and correctly named.
     let sub = dir.join("trusted");
     std::fs::create_dir_all(&sub).unwrap();
-    let issuer = portcullis::tools::mint::LocalIssuer::generate("k1").unwrap();
+    let issuer = portcullis::tools::mint::SigningKey::generate("k1").unwrap();
     let backend = JwksServer::start(issuer.jwks()).await;
     let (front, cert) = tls_front(backend.addr, "IP:127.0.0.1", &sub).await;
     let url = format!("https://127.0.0.1:{}{JWKS_PATH}", front.port());
@@ -575,7 +575,7 @@ async fn operators_can_tell_outages_attacks_and_expiry_apart() {
 #[tokio::test]
 async fn tokens_from_another_pool_never_make_the_proxy_fetch_its_keys() {
     let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
-    let attacker_key = portcullis::tools::mint::LocalIssuer::generate("ka").unwrap();
+    let attacker_key = portcullis::tools::mint::SigningKey::generate("ka").unwrap();
     let attacker = JwksServer::start(attacker_key.jwks()).await;
     let mut claims = p.access_claims("mallory", &["Admins"], "openid");
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use portcullis::tools::mint::{self, LocalIssuer};
+use portcullis::tools::mint::{self, SigningKey};
 use serde_json::Value;
 
 fn bin() -> Command {
@@ -29,7 +29,7 @@ fn stdout(o: &Output) -> String {
 }
 
 /// A config whose only issuer trusts `jwks_file` (so `explain --token` verifies offline).
-fn local_config(dir: &Path, issuer: &LocalIssuer, routes: &str) -> PathBuf {
+fn local_config(dir: &Path, issuer: &SigningKey, routes: &str) -> PathBuf {
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
     let path = dir.join("portcullis.yaml");
@@ -51,7 +51,7 @@ fn check_exit_codes_and_json_lints() {
     assert!(stdout(&ok).contains("ok: 1 issuer(s), 6 route(s), 0 warning(s)"), "{}", stdout(&ok));
 
     let dir = temp_dir("check");
-    let issuer = LocalIssuer::generate("k").unwrap();
+    let issuer = SigningKey::generate("k").unwrap();
     let warned = local_config(
         &dir,
         &issuer,
@@ -93,7 +93,7 @@ fn check_exit_codes_and_json_lints() {
 #[test]
 fn explain_verifies_a_real_token_and_shows_the_upstream_headers() {
     let dir = temp_dir("explain");
-    let issuer = LocalIssuer::generate("k").unwrap();
+    let issuer = SigningKey::generate("k").unwrap();
     let config = local_config(
         &dir,
         &issuer,
@@ -121,7 +121,7 @@ fn explain_verifies_a_real_token_and_shows_the_upstream_headers() {
     assert!(!stdout(&out).contains(&token), "the token is never printed");
 
     // The same token against a key set that does not hold its key.
-    let other = LocalIssuer::generate("k").unwrap();
+    let other = SigningKey::generate("k").unwrap();
     std::fs::write(dir.join("jwks.json"), other.jwks().to_string()).unwrap();
     let out =
         bin().args(["explain", "--path", "/admin/x", "--token", &token, "--config"]).arg(&config).output().unwrap();
@@ -145,7 +145,7 @@ fn the_shipped_example_cases_pass() {
 #[test]
 fn failing_cases_exit_one_with_a_readable_report() {
     let dir = temp_dir("cases");
-    let issuer = LocalIssuer::generate("k").unwrap();
+    let issuer = SigningKey::generate("k").unwrap();
     let config = local_config(
         &dir,
         &issuer,

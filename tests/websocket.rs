@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use portcullis::tools::mint::{LocalIssuer, access_claims};
+use portcullis::tools::mint::{SigningKey, access_claims};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -56,7 +56,7 @@ async fn upgrade_app(hits: Arc<AtomicUsize>, heads: Arc<std::sync::Mutex<Vec<Str
 
 #[tokio::test]
 async fn websocket_upgrade_is_authorised_then_tunnelled() {
-    let issuer = LocalIssuer::generate("k1").unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
     let dir = std::env::temp_dir().join(format!("portcullis-ws-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let jwks = dir.join("jwks.json");

@@ -5,15 +5,15 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::http::path;
-use portcullis::proxy::upstream::Upstream;
+use portcullis::proxy::upstream::UpstreamClient;
 use std::sync::OnceLock;
 
-fn upstream() -> &'static Upstream {
-    static U: OnceLock<Upstream> = OnceLock::new();
+fn upstream() -> &'static UpstreamClient {
+    static U: OnceLock<UpstreamClient> = OnceLock::new();
     U.get_or_init(|| {
         let f = portcullis_fuzz::fixture();
         let _guard = f.runtime.enter();
-        Upstream::new(&f.config.upstream)
+        UpstreamClient::new(&f.config.upstream)
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use portcullis::config::{self, Config};
-use portcullis::tools::mint::{self, LocalIssuer};
+use portcullis::tools::mint::{self, SigningKey};
 use portcullis::auth::jwks::{FetchError, IssuerKeys, KeySource, Settings};
 use portcullis::telemetry::metrics::Metrics;
 use portcullis::auth::verify::{IssuerRuntime, Verified, Verifier};
@@ -55,7 +55,7 @@ pub struct Fixture {
     pub runtime: tokio::runtime::Runtime,
     pub config: Config,
     pub metrics: Arc<Metrics>,
-    pub issuer: LocalIssuer,
+    pub issuer: SigningKey,
     pub verifier: Verifier,
     pub token: String,
     pub verified: Arc<Verified>,
@@ -67,7 +67,7 @@ pub fn fixture() -> &'static Fixture {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let config = config::parse(YAML, "fuzz.yaml", &|_| None).expect("fixture config");
         let metrics = Arc::new(Metrics::new());
-        let issuer = LocalIssuer::generate("k1").expect("key");
+        let issuer = SigningKey::generate("k1").expect("key");
         let keys = IssuerKeys::new(
             "main",
             Box::new(Static(Bytes::from(issuer.jwks().to_string()))),

@@ -75,8 +75,10 @@ impl TokenUse {
     }
 }
 
+/// Where an issuer's signing keys are published (`jwks_uri`, `jwks_file`, or derived from
+/// `cognito:`). `jwks::KeySource` is the run-time fetcher built from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
+pub enum KeyLocation {
     Url(String),
     File(PathBuf),
 }
@@ -86,7 +88,7 @@ pub struct Issuer {
     pub name: String,
     /// The exact `iss` value tokens must carry.
     pub issuer: String,
-    pub keys: KeySource,
+    pub keys: KeyLocation,
     pub client_ids: Vec<String>,
     pub token_use: TokenUse,
     pub verify_at_hash: bool,

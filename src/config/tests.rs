@@ -43,7 +43,9 @@ fn base_config_loads_with_defaults() {
     assert_eq!(c.issuers[0].issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123");
     assert_eq!(
         c.issuers[0].keys,
-        KeySource::Url("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123/.well-known/jwks.json".into())
+        KeyLocation::Url(
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123/.well-known/jwks.json".into()
+        )
     );
     assert!(c.issuers[0].cognito);
     assert_eq!(c.leeway, Duration::from_secs(30));

@@ -12,7 +12,7 @@ use crate::auth::jwks::{self, IssuerKeys, KeySource, Refresher};
 use crate::auth::route::RouteTable;
 use crate::auth::verify::{IssuerRuntime, Verifier};
 use crate::config::{self, Config, CredentialSource};
-use crate::proxy::upstream::Upstream;
+use crate::proxy::upstream::UpstreamClient;
 use crate::telemetry::metrics::Metrics;
 
 /// Everything built from one config: what a request uses from start to end.
@@ -20,7 +20,7 @@ pub struct Runtime {
     pub config: Config,
     pub routes: RouteTable,
     pub verifier: Verifier,
-    pub upstream: Upstream,
+    pub upstream: UpstreamClient,
     /// Header credential sources, removed before forwarding unless `forward_token`.
     pub credential_headers: Vec<HeaderName>,
     client_ids: Vec<String>,
@@ -81,7 +81,7 @@ impl Runtime {
         Ok(Runtime {
             routes: RouteTable::new(&config.routes, config.case_insensitive),
             verifier: Verifier::new(issuers, &config, metrics.clone()),
-            upstream: Upstream::new(&config.upstream),
+            upstream: UpstreamClient::new(&config.upstream),
             credential_headers,
             client_ids,
             issuer_names: config.issuers.iter().map(|i| i.name.clone()).collect(),

@@ -127,7 +127,8 @@ impl hyper::rt::Write for Io {
     }
 }
 
-pub struct Upstream {
+/// The pooled client to the configured upstream (`config::Upstream` holds its settings).
+pub struct UpstreamClient {
     client: Client<Connector, ProxyBody>,
     /// `http://<authority>` used to build absolute request URIs.
     base: String,
@@ -135,7 +136,7 @@ pub struct Upstream {
     idle_timeout: Duration,
 }
 
-impl Upstream {
+impl UpstreamClient {
     pub fn new(config: &config::Upstream) -> Self {
         let (connector, base) = match &config.target {
             UpstreamTarget::Http { authority } => {
@@ -159,7 +160,12 @@ impl Upstream {
             .retry_canceled_requests(true)
             .set_host(false)
             .http2_only(config.http2);
-        Upstream { client: builder.build(connector), base, timeout: config.timeout, idle_timeout: config.idle_timeout }
+        UpstreamClient {
+            client: builder.build(connector),
+            base,
+            timeout: config.timeout,
+            idle_timeout: config.idle_timeout,
+        }
     }
 
     /// The absolute URI for a normalised path and the untouched query.

@@ -44,7 +44,7 @@ impl App {
             server::bind(config.admin_listen).map_err(|e| format!("admin_listen {}: {e}", config.admin_listen))?;
         let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
-        let settings = server::Settings::from(&config);
+        let settings = server::ListenerSettings::from(&config);
         let runtime = Runtime::build(config, &metrics, sources)?;
         metrics.config_generation.set(1);
         metrics.config_reloads_total.with_label_values(&["ok"]).inc_by(0);

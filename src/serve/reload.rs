@@ -77,7 +77,7 @@ struct Bound {
     listen: std::net::SocketAddr,
     admin_listen: std::net::SocketAddr,
     tls: bool,
-    server: server::Settings,
+    server: server::ListenerSettings,
 }
 
 /// Reloads one app from one config file. Reloads are serialised.
@@ -102,7 +102,7 @@ impl Reloader {
             listen: rt.config.listen,
             admin_listen: rt.config.admin_listen,
             tls: rt.config.tls.is_some(),
-            server: server::Settings::from(&rt.config),
+            server: server::ListenerSettings::from(&rt.config),
         };
         let digest = std::fs::read(path).ok().and_then(|text| digest(&text, rt.config.tls.as_ref()).ok());
         let keys_timeout = rt.config.jwks.fetch_timeout + Duration::from_secs(2);
@@ -214,7 +214,7 @@ impl Reloader {
 
     fn restart_needed(&self, c: &Config) -> Vec<String> {
         let b = &self.bound;
-        let s = server::Settings::from(c);
+        let s = server::ListenerSettings::from(c);
         let mut out = Vec::new();
         if c.listen != b.listen {
             out.push(format!("listen ({} → {})", b.listen, c.listen));

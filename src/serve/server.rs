@@ -21,17 +21,18 @@ use crate::config::{self, Config};
 use crate::proxy::pipeline::{self, Conn};
 use crate::proxy::runtime::Shared;
 
+/// Listener settings fixed when the proxy port is bound (a reload cannot change them in place).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct ListenerSettings {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub grace: Duration,
 }
 
-impl From<&Config> for Settings {
+impl From<&Config> for ListenerSettings {
     fn from(c: &Config) -> Self {
-        Settings {
+        ListenerSettings {
             header_read_timeout: c.limits.header_read_timeout,
             max_header_bytes: c.limits.max_header_bytes,
             max_connections: c.limits.max_connections,
@@ -114,7 +115,7 @@ pub fn tls_acceptor(store: Arc<CertStore>) -> Result<tokio_rustls::TlsAcceptor, 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-fn builder(s: &Settings) -> auto::Builder<TokioExecutor> {
+fn builder(s: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -145,7 +146,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    settings: Settings,
+    settings: ListenerSettings,
     mut stop: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(builder(&settings));

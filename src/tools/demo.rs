@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::http::body::{self, ProxyBody};
-use crate::tools::mint::{self, LocalIssuer};
+use crate::tools::mint::{self, SigningKey};
 
 pub const DEMO_CLIENT_ID: &str = "demo-client";
 
@@ -101,7 +101,7 @@ pub struct Demo {
 
 /// Start the demo on `listen` / `admin`.
 pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, String> {
-    let issuer = LocalIssuer::generate("demo-key-1")?;
+    let issuer = SigningKey::generate("demo-key-1")?;
     let jwks_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let jwks_addr = jwks_listener.local_addr().map_err(|e| e.to_string())?;
     let iss = format!("http://{jwks_addr}/demo_pool");

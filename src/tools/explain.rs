@@ -34,7 +34,7 @@ use crate::http::path;
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::runtime::Runtime;
 use crate::telemetry::metrics::Metrics;
-use crate::tools::mint::LocalIssuer;
+use crate::tools::mint::SigningKey;
 
 /// The client address `explain` pretends the request came from (TEST-NET-1, RFC 5737).
 pub const EXPLAIN_PEER: &str = "192.0.2.10:50000";
@@ -135,7 +135,7 @@ pub struct Explanation {
 pub struct Explainer {
     runtime: Runtime,
     /// Present when claims are signed locally (then every issuer trusts only this key).
-    local: Option<LocalIssuer>,
+    local: Option<SigningKey>,
 }
 
 /// Serves one fixed JWKS document (the local signing key's).
@@ -162,7 +162,7 @@ impl Explainer {
 
     /// For claims: every issuer's key set is replaced by one local key that signs the claims.
     pub async fn for_claims(config: Config) -> Result<Explainer, String> {
-        let local = LocalIssuer::generate("portcullis-explain")?;
+        let local = SigningKey::generate("portcullis-explain")?;
         let jwks = Bytes::from(local.jwks().to_string());
         let sources =
             config.issuers.iter().map(|_| Some(Box::new(StaticSource(jwks.clone())) as Box<dyn KeySource>)).collect();

@@ -1,7 +1,9 @@
-//! A local RS256 token issuer: a fresh RSA key, its JWKS document and a minting function. Used by
-//! `portcullis demo` (a zero-setup identity provider on loopback), by `portcullis test` and by the
-//! test suites, which also use [`LocalIssuer::sign_raw`] to build deliberately malformed tokens.
-//! It is never consulted when verifying: verification only trusts configured key sources.
+//! Minting tokens locally: a fresh RSA [`SigningKey`], its JWKS document, and Cognito-shaped
+//! claim sets. Used by `portcullis demo` (a zero-setup identity provider on loopback), by
+//! `explain --claims` and `portcullis test` (claims signed with a throw-away key), and by the test
+//! suites, which also use [`SigningKey::sign_raw`] to build deliberately malformed tokens. It is
+//! never consulted when verifying: verification only trusts configured key sources. (An
+//! "issuer" elsewhere is a trusted user pool, never this.)
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
@@ -11,13 +13,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 /// An RSA signing key with a key id.
-pub struct LocalIssuer {
+pub struct SigningKey {
     key: KeyPair,
     pub kid: String,
     rng: SystemRandom,
 }
 
-impl LocalIssuer {
+impl SigningKey {
     /// Generate a 2048-bit key.
     pub fn generate(kid: &str) -> Result<Self, String> {
         Self::generate_with_size(kid, KeySize::Rsa2048)
@@ -25,7 +27,7 @@ impl LocalIssuer {
 
     pub fn generate_with_size(kid: &str, size: KeySize) -> Result<Self, String> {
         let key = KeyPair::generate(size).map_err(|_| "RSA key generation failed".to_owned())?;
-        Ok(LocalIssuer { key, kid: kid.to_owned(), rng: SystemRandom::new() })
+        Ok(SigningKey { key, kid: kid.to_owned(), rng: SystemRandom::new() })
     }
 
     /// The public key as a JWK (`kty`, `kid`, `use`, `alg`, `n`, `e`).

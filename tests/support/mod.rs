@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portcullis::App;
-use portcullis::tools::mint::{self, LocalIssuer};
+use portcullis::tools::mint::{self, SigningKey};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -532,7 +532,7 @@ impl Setup {
     }
 
     pub async fn start(self) -> Proxy {
-        let issuer = LocalIssuer::generate(&self.kid).expect("RSA key");
+        let issuer = SigningKey::generate(&self.kid).expect("RSA key");
         let jwks = JwksServer::start(self.keys.clone().unwrap_or_else(|| issuer.jwks())).await;
         jwks.set_mode(self.mode.clone());
         let echo = Echo::start().await;
@@ -565,13 +565,13 @@ pub struct Proxy {
     pub shared: Arc<portcullis::proxy::runtime::Shared>,
     pub jwks: JwksServer,
     pub echo: Echo,
-    pub issuer: LocalIssuer,
+    pub issuer: SigningKey,
     pub client: reqwest::Client,
 }
 
 impl Proxy {
     /// Wrap a started app and the parts it was configured with, plus an HTTP client for it.
-    pub fn new(app: App, jwks: JwksServer, echo: Echo, issuer: LocalIssuer) -> Proxy {
+    pub fn new(app: App, jwks: JwksServer, echo: Echo, issuer: SigningKey) -> Proxy {
         let client =
             reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("http client");
         Proxy {

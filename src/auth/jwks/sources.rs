@@ -170,9 +170,9 @@ impl KeySource for HttpSource {
 }
 
 /// Build the source for an issuer's key location.
-pub fn source_for(keys: &config::KeySource, jwks: &config::Jwks) -> Result<Box<dyn KeySource>, String> {
-    Ok(match keys {
-        config::KeySource::Url(url) => Box::new(HttpSource::new(url, jwks)?),
-        config::KeySource::File(path) => Box::new(FileSource { path: path.clone() }),
+pub fn source_for(location: &config::KeyLocation, jwks: &config::Jwks) -> Result<Box<dyn KeySource>, String> {
+    Ok(match location {
+        config::KeyLocation::Url(url) => Box::new(HttpSource::new(url, jwks)?),
+        config::KeyLocation::File(path) => Box::new(FileSource { path: path.clone() }),
     })
 }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::telemetry::metrics::Metrics;
-use crate::tools::mint::LocalIssuer;
+use crate::tools::mint::SigningKey;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -57,8 +57,8 @@ fn doc(keys: &[serde_json::Value]) -> Bytes {
 
 #[test]
 fn parse_filters_keys_by_metadata_and_strength() {
-    let k1 = LocalIssuer::generate("k1").unwrap();
-    let weak = LocalIssuer::generate_with_size("weak", aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let k1 = SigningKey::generate("k1").unwrap();
+    let weak = SigningKey::generate_with_size("weak", aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
     let mut enc = k1.jwk();
     enc["kid"] = json!("enc");
     enc["use"] = json!("enc");
@@ -76,7 +76,7 @@ fn parse_filters_keys_by_metadata_and_strength() {
 
 #[test]
 fn parse_failures_are_classified() {
-    let k1 = LocalIssuer::generate("k1").unwrap();
+    let k1 = SigningKey::generate("k1").unwrap();
     let cases: Vec<(&[u8], &str)> = vec![
         (b"<html>captive portal</html>", "parse"),
         (b"{}", "parse"),
@@ -105,7 +105,7 @@ fn parse_failures_are_classified() {
 #[tokio::test(start_paused = true)]
 async fn concurrent_misses_share_one_fetch_and_cooldown_suppresses_more() {
     // DOS-05
-    let k1 = LocalIssuer::generate("k1").unwrap();
+    let k1 = SigningKey::generate("k1").unwrap();
     let (keys, hits, _) = cache(Ok(doc(&[k1.jwk()])));
     keys.refresh().await.unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -131,8 +131,8 @@ async fn concurrent_misses_share_one_fetch_and_cooldown_suppresses_more() {
 #[tokio::test(start_paused = true)]
 async fn rotation_is_found_with_one_refetch() {
     // JWKS-08a
-    let k1 = LocalIssuer::generate("k1").unwrap();
-    let k2 = LocalIssuer::generate("k2").unwrap();
+    let k1 = SigningKey::generate("k1").unwrap();
+    let k2 = SigningKey::generate("k2").unwrap();
     let (keys, hits, src) = cache(Ok(doc(&[k1.jwk()])));
     keys.refresh().await.unwrap();
     *src.answer.lock().unwrap() = Ok(doc(&[k1.jwk(), k2.jwk()]));
@@ -143,7 +143,7 @@ async fn rotation_is_found_with_one_refetch() {
 #[tokio::test(start_paused = true)]
 async fn failed_fetches_keep_the_last_good_set_until_max_stale() {
     // JWKS-02, JWKS-04, JWKS-05
-    let k1 = LocalIssuer::generate("k1").unwrap();
+    let k1 = SigningKey::generate("k1").unwrap();
     let (keys, _, src) = cache(Ok(doc(&[k1.jwk()])));
     keys.refresh().await.unwrap();
     for failure in [
@@ -168,8 +168,8 @@ async fn failed_fetches_keep_the_last_good_set_until_max_stale() {
 #[tokio::test(start_paused = true)]
 async fn never_loaded_means_unavailable_and_removed_keys_stop_verifying() {
     // JWKS-01, JWKS-08b
-    let k1 = LocalIssuer::generate("k1").unwrap();
-    let k2 = LocalIssuer::generate("k2").unwrap();
+    let k1 = SigningKey::generate("k1").unwrap();
+    let k2 = SigningKey::generate("k2").unwrap();
     let (keys, _, src) = cache(Err(FetchError::Connect("down".into())));
     assert!(keys.refresh().await.is_err());
     assert!(matches!(keys.lookup("k1").await, Lookup::Unavailable));
@@ -184,7 +184,7 @@ async fn never_loaded_means_unavailable_and_removed_keys_stop_verifying() {
 
 #[tokio::test(start_paused = true)]
 async fn refresher_retries_until_keys_load() {
-    let k1 = LocalIssuer::generate("k1").unwrap();
+    let k1 = SigningKey::generate("k1").unwrap();
     let (keys, hits, src) = cache(Err(FetchError::Connect("down".into())));
     let task = keys.spawn_refresher();
     tokio::time::sleep(Duration::from_secs(2)).await;

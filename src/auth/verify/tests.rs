@@ -3,7 +3,7 @@
 use super::checks::unix_seconds;
 use super::*;
 use crate::auth::jwks::{FetchError, KeySource, Settings};
-use crate::tools::mint::{LocalIssuer, access_claims, id_claims, now};
+use crate::tools::mint::{SigningKey, access_claims, id_claims, now};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -34,7 +34,7 @@ fn config(token_use: &str, cognito: bool) -> config::Config {
     config::parse(&yaml, "t.yaml", &|_| None).unwrap()
 }
 
-async fn verifier_with(issuer: &LocalIssuer, token_use: &str, cognito: bool) -> Verifier {
+async fn verifier_with(issuer: &SigningKey, token_use: &str, cognito: bool) -> Verifier {
     let cfg = config(token_use, cognito);
     let metrics = Arc::new(Metrics::new());
     let settings = Settings::from(&cfg.jwks);
@@ -64,7 +64,7 @@ fn b64(s: &str) -> String {
 
 #[tokio::test]
 async fn a_valid_access_token_verifies_and_is_cached() {
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let t = k.mint(&claims());
     let first = v.verify(&t, UseRule::Issuer).await.unwrap();
@@ -82,7 +82,7 @@ async fn a_valid_access_token_verifies_and_is_cached() {
 
 #[tokio::test]
 async fn claim_rules_table() {
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let n = now();
     let cases: Vec<(&str, Value, TokenError)> = vec![
@@ -174,7 +174,7 @@ async fn claim_rules_table() {
 #[tokio::test]
 async fn leeway_boundaries() {
     // CLM-02: leeway 30s applies to exp.
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let n = now();
     assert!(v.verify(&k.mint(&with(claims(), "exp", json!(n - 10))), UseRule::Issuer).await.is_ok());
@@ -187,7 +187,7 @@ async fn leeway_boundaries() {
 
 #[tokio::test]
 async fn id_tokens_use_aud_and_generic_issuers_fall_back_to_aud() {
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "id", true).await;
     let id = id_claims(ISS, CLIENT, "user-1", &[], "u@example.com");
     assert!(v.verify(&k.mint(&id), UseRule::Issuer).await.is_ok());
@@ -208,7 +208,7 @@ async fn id_tokens_use_aud_and_generic_issuers_fall_back_to_aud() {
 
 #[tokio::test]
 async fn header_policy_table() {
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let c = claims();
     let cases: Vec<(&str, Value, TokenError)> = vec![
@@ -280,7 +280,7 @@ async fn header_policy_table() {
 
 #[tokio::test]
 async fn format_table() {
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let good = k.mint(&claims());
     let (h, rest) = good.split_once('.').unwrap();
@@ -326,7 +326,7 @@ async fn format_table() {
 
 #[tokio::test]
 async fn duplicate_members_are_rejected_at_any_depth() {
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let h = b64(r#"{"alg":"RS256","kid":"k1"}"#);
     let body = claims().to_string();
@@ -344,7 +344,7 @@ async fn duplicate_members_are_rejected_at_any_depth() {
 #[tokio::test]
 async fn deeply_nested_header_is_rejected_without_overflow() {
     // FMT-04: serde_json's recursion limit stays on.
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let deep = format!(r#"{{"alg":"RS256","kid":"k1","x":{}1{}}}"#, "[".repeat(1000), "]".repeat(1000));
     let t = k.sign_raw(&format!("{}.{}", b64(&deep), b64(&claims().to_string())));
@@ -354,7 +354,7 @@ async fn deeply_nested_header_is_rejected_without_overflow() {
 #[tokio::test]
 async fn hs256_with_the_public_key_as_secret_is_rejected() {
     // ALG-02: never choose the verifier from the token's alg.
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let input = format!("{}.{}", b64(r#"{"alg":"HS256","kid":"k1"}"#), b64(&claims().to_string()));
     for secret in [k.jwk().to_string(), k.jwks().to_string()] {
@@ -367,15 +367,15 @@ async fn hs256_with_the_public_key_as_secret_is_rejected() {
 
 #[tokio::test]
 async fn another_key_under_the_same_kid_fails_the_signature() {
-    let k = LocalIssuer::generate("k1").unwrap();
-    let forger = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
+    let forger = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     assert_eq!(v.verify(&forger.mint(&claims()), UseRule::Issuer).await.map(|_| ()), Err(TokenError::BadSignature));
 }
 
 #[tokio::test]
 async fn unencodable_identity_is_recorded_not_fatal() {
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     // CLV-06: 100 groups of 128 chars exceed the 8 KiB identity limit.
     let groups: Vec<String> = (0..100).map(|i| format!("g{i:03}-{}", "x".repeat(120))).collect();
@@ -386,7 +386,7 @@ async fn unencodable_identity_is_recorded_not_fatal() {
 
 #[tokio::test(start_paused = true)]
 async fn cached_entries_expire_with_their_key() {
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let v = verifier_with(&k, "access", true).await;
     let t = k.mint(&claims());
     assert!(v.verify(&t, UseRule::Issuer).await.is_ok());
@@ -400,7 +400,7 @@ async fn cached_entries_expire_with_their_key() {
 #[tokio::test]
 async fn cache_stays_bounded() {
     // DOS-08: distinct valid tokens never grow the cache past its capacity.
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let mut v = verifier_with(&k, "access", true).await;
     v.cache.capacity = 16;
     for i in 0..100 {
@@ -444,7 +444,7 @@ fn clock_before_the_epoch_fails_closed_without_panicking() {
 async fn one_shot_tokens_are_not_cached_and_the_doorkeeper_stays_bounded() {
     // A flood of fresh valid tokens, each used once, leaves no entries behind: only the 8-byte
     // fingerprints, themselves bounded by the capacity.
-    let k = LocalIssuer::generate("k1").unwrap();
+    let k = SigningKey::generate("k1").unwrap();
     let mut v = verifier_with(&k, "access", true).await;
     v.cache.capacity = 8;
     let reused = k.mint(&claims());

@@ -139,7 +139,7 @@ pub(super) fn issuer(r: &mut Reader, n: &Node, p: &str) -> Option<Issuer> {
             }
             let issuer = format!("https://cognito-idp.{region}.amazonaws.com/{pool}");
             let jwks = format!("{issuer}/.well-known/jwks.json");
-            (issuer, KeySource::Url(jwks), true)
+            (issuer, KeyLocation::Url(jwks), true)
         }
         (None, Some(e)) => {
             let issuer = r.string(e, &join(p, "issuer"))?;
@@ -154,9 +154,9 @@ pub(super) fn issuer(r: &mut Reader, n: &Node, p: &str) -> Option<Issuer> {
                         r.error(u.span, &join(p, "jwks_uri"), e);
                         return None;
                     }
-                    KeySource::Url(s)
+                    KeyLocation::Url(s)
                 }
-                (None, Some(f)) => KeySource::File(r.string(f, &join(p, "jwks_file"))?.into()),
+                (None, Some(f)) => KeyLocation::File(r.string(f, &join(p, "jwks_file"))?.into()),
                 (Some(_), Some(f)) => {
                     r.error(f.span, &join(p, "jwks_file"), "use either `jwks_uri` or `jwks_file`, not both");
                     return None;

@@ -129,7 +129,7 @@ async fn anonymous_and_bad_tokens_are_401() {
     let ex = e.explain("GET", "/x", &Credential::Token("not.a.jwt".into())).await;
     assert_eq!((ex.status, ex.reason), (401, "malformed_token"));
     // A real token signed by a key the config does not trust.
-    let other = LocalIssuer::generate("portcullis-explain").unwrap();
+    let other = SigningKey::generate("portcullis-explain").unwrap();
     let forged =
         other.mint(&crate::tools::mint::access_claims("https://idp.example/pool", "7abc", "u", &[], "openid email"));
     let ex = e.explain("GET", "/x", &Credential::Token(forged)).await;
