@@ -5,8 +5,7 @@
 //! separators, encoded dot segments, path parameters, control bytes, invalid
 //! or overlong UTF-8, edge whitespace, slash look-alikes) is refused with
 //! 400 `ambiguous_path`, and everything else is reduced to one canonical
-//! spelling. It also splits an origin-form target into path and query
-//! ([`split_target`]). It does not match routes, does not look inside or
+//! spelling. It does not match routes, does not look inside or
 //! rewrite the query string (which is forwarded untouched), does not choose
 //! the upstream, and does not limit length (the HTTP server does that).
 //!
@@ -115,35 +114,11 @@ pub const CONFUSABLES: &[char] = &[
     '\u{FE30}', // PRESENTATION FORM FOR VERTICAL TWO DOT LEADER (NFKC `..`)
 ];
 
-/// Splits an origin-form request target (`/path?query`) at the first `?`.
-///
-/// Returns the raw path (to be passed to [`normalise`]) and the raw query,
-/// if any (`Some("")` for a bare trailing `?`). The query is not inspected
-/// beyond the fragment check and must be forwarded untouched.
-///
-/// Rejects a target that does not start with `/` ([`PathError::NotOriginForm`]:
-/// absolute-form and asterisk-form are the caller's business) and a `#`
-/// anywhere ([`PathError::Fragment`]): a fragment is never sent by a
-/// conforming client, and proxies disagree about whether to strip it or pass
-/// it on, so its presence means the target is ambiguous (PATH-07).
-pub fn split_target(target: &str) -> Result<(&str, Option<&str>), PathError> {
-    if !target.starts_with('/') {
-        return Err(PathError::NotOriginForm);
-    }
-    if target.contains('#') {
-        return Err(PathError::Fragment);
-    }
-    Ok(match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target, None),
-    })
-}
-
 /// Normalises a raw path component into the single canonical path used for
 /// both route matching and forwarding.
 ///
 /// `path` is the path exactly as received, *without* the query: the caller
-/// strips it (see [`split_target`], or `http::Uri::path`). The empty path
+/// strips it (`http::Uri::path`). The empty path
 /// (absolute-form `http://h`) becomes `/`; anything else must start with `/`.
 ///
 /// In order: every segment is validated (even segments a later `..` removes),
@@ -587,29 +562,6 @@ mod tests {
     }
 
     #[test]
-    fn split_target_cases() {
-        // PATH-07: fragment anywhere in the target is rejected.
-        type Split<'a> = Result<(&'a str, Option<&'a str>), PathError>;
-        let cases: &[(&str, Split)] = &[
-            ("/p?q", Ok(("/p", Some("q")))),
-            ("/p", Ok(("/p", None))),
-            ("/p?", Ok(("/p", Some("")))),
-            ("/p?a=1?b=2", Ok(("/p", Some("a=1?b=2")))),
-            ("/?q", Ok(("/", Some("q")))),
-            ("/p%3Fx?q", Ok(("/p%3Fx", Some("q")))), // normalise rejects the path
-            ("/p#f", Err(Fragment)),
-            ("/p?q#f", Err(Fragment)),
-            ("", Err(NotOriginForm)),
-            ("*", Err(NotOriginForm)),
-            ("?q", Err(NotOriginForm)),
-            ("http://h/p?q", Err(NotOriginForm)),
-        ];
-        for &(input, expected) in cases {
-            assert_eq!(split_target(input), expected, "{input:?}");
-        }
-    }
-
-    #[test]
     fn display_is_short_lower_case() {
         for &(_, expected) in CASES {
             if let Err(e) = expected {
@@ -752,7 +704,6 @@ mod tests {
         fn never_panics_on_any_string(s in any::<String>()) {
             let _ = normalise(&s);
             let _ = normalise(&format!("/{s}"));
-            let _ = split_target(&s);
         }
 
         #[test]
@@ -782,15 +733,6 @@ mod tests {
                 path.push('/');
             }
             prop_assert_eq!(normalise(&path), model(&segments, trailing));
-        }
-
-        #[test]
-        fn split_target_round_trips(p in "/[a-z/%.]{0,12}", q in proptest::option::of("[a-z=&?%/]{0,12}")) {
-            let target = match q {
-                Some(ref q) => format!("{p}?{q}"),
-                None => p.clone(),
-            };
-            prop_assert_eq!(split_target(&target), Ok((p.as_str(), q.as_deref())));
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::http::path;
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::runtime::{Runtime, Shared};
 use crate::proxy::upstream::UpstreamError;
+use crate::telemetry::metrics::Metrics;
 
 /// Facts about the downstream connection.
 #[derive(Debug, Clone, Copy)]
@@ -113,9 +114,6 @@ pub async fn handle(
     let (mut response, decision, reason) = match pipeline(&shared, &runtime, req, conn, &mut log).await {
         Ok((response, permit)) => (response, permit.decision(), permit.reason()),
         Err(rejection) => {
-            if let Some(kind) = upstream_kind(&rejection) {
-                shared.metrics.upstream_errors_total.with_label_values(&[kind]).inc();
-            }
             let (decision, reason) = (rejection.decision(), rejection.reason());
             (rejection.into_response(request_id.to_str().unwrap_or_default(), origin.as_ref()), decision, reason)
         }
@@ -166,7 +164,7 @@ async fn pipeline(
     }
 
     let upstream_start = Instant::now();
-    let response = forward(rt, req, &permit, &path, conn, &log.request_id).await;
+    let response = forward(rt, &shared.metrics, req, &permit, &path, conn, &log.request_id).await;
     let upstream_elapsed = upstream_start.elapsed();
     log.upstream = Some(upstream_elapsed);
     shared
@@ -264,6 +262,7 @@ async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> 
 
 async fn forward(
     rt: &Runtime,
+    metrics: &Metrics,
     mut req: Request<Incoming>,
     permit: &Permit,
     path: &str,
@@ -305,14 +304,7 @@ async fn forward(
     *upstream_req.version_mut() = if rt.config.upstream.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
     *upstream_req.headers_mut() = parts.headers;
 
-    let mut response = rt.upstream.send(upstream_req).await.map_err(|e| match e {
-        UpstreamError::Connect => Rejection::UpstreamConnect,
-        UpstreamError::Reset => Rejection::UpstreamReset,
-        UpstreamError::Timeout => Rejection::UpstreamTimeout,
-        UpstreamError::Protocol => Rejection::UpstreamProtocol,
-        // The client's own body failed (bad chunking, stalled upload): its fault, not the app's.
-        UpstreamError::ClientBody => Rejection::BadRequest(Reason::BadRequest),
-    })?;
+    let mut response = rt.upstream.send(upstream_req).await.map_err(|e| upstream_failed(metrics, e))?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         match client_upgrade {
@@ -321,7 +313,7 @@ async fn forward(
                 tokio::spawn(tunnel(client, upstream));
             }
             // A 101 nobody asked for cannot be relayed.
-            None => return Err(Rejection::UpstreamProtocol),
+            None => return Err(upstream_failed(metrics, UpstreamError::Protocol)),
         }
     }
     headers::rewrite_response(response.headers_mut(), request_id, switching);
@@ -336,14 +328,20 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
-fn upstream_kind(r: &Rejection) -> Option<&'static str> {
-    match r {
-        Rejection::UpstreamConnect => Some("connect"),
-        Rejection::UpstreamReset => Some("reset"),
-        Rejection::UpstreamTimeout => Some("timeout"),
-        Rejection::UpstreamProtocol => Some("protocol"),
-        _ => None,
-    }
+/// Count an upstream failure (`upstream_errors_total{kind}`, named by [`UpstreamError::kind`])
+/// and turn it into the refusal the client gets.
+fn upstream_failed(metrics: &Metrics, e: UpstreamError) -> Rejection {
+    let rejection = match e {
+        UpstreamError::Connect => Rejection::UpstreamConnect,
+        UpstreamError::Reset => Rejection::UpstreamReset,
+        UpstreamError::Timeout => Rejection::UpstreamTimeout,
+        UpstreamError::Protocol => Rejection::UpstreamProtocol,
+        // The client's own body failed (bad chunking, stalled upload): its fault, not the app's,
+        // and not counted as an upstream error.
+        UpstreamError::ClientBody => return Rejection::BadRequest(Reason::BadRequest),
+    };
+    metrics.upstream_errors_total.with_label_values(&[e.kind()]).inc();
+    rejection
 }
 
 /// Keep a client's `X-Request-Id` only when it is a short safe token (SECURITY OBS-02).

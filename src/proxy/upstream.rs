@@ -32,6 +32,8 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The `upstream_errors_total{kind}` label (`client_body` is never counted there: the
+    /// client's body failing is not the upstream's fault).
     pub fn kind(self) -> &'static str {
         match self {
             UpstreamError::Connect => "connect",

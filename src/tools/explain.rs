@@ -24,11 +24,11 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::jwks::{FetchError, KeySource};
-use crate::auth::policy::{self, Authn, Permit};
+use crate::auth::policy::{self, Authn, Check, Permit};
 use crate::auth::route;
 use crate::auth::verify::{UseRule, Verified};
 use crate::config::Route;
-use crate::config::{AuthMode, Config, Require, TokenUse};
+use crate::config::{AuthMode, Config, TokenUse};
 use crate::http::error::Rejection;
 use crate::http::path;
 use crate::proxy::headers::{self, Forwarding};
@@ -54,17 +54,6 @@ pub enum Credential {
         claims: Map<String, Value>,
         issuer: Option<String>,
     },
-}
-
-/// One requirement of the chosen route, evaluated for display.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub requirement: String,
-    pub pass: bool,
-    /// What the route asks for.
-    pub want: Value,
-    /// What the token has.
-    pub got: Value,
 }
 
 /// A route that matched the path.
@@ -329,7 +318,7 @@ impl Explainer {
                 Some(t) => match rt.verifier.verify(t, UseRule::Issuer).await {
                     Ok(v) => {
                         self.report_identity(ex, &v);
-                        ex.checks = requirement_checks(&route.require, &v, rt.issuer_names());
+                        ex.checks = policy::checks(&route.require, &v, rt.issuer_names());
                         Authn::Verified(v)
                     }
                     Err(e) => {
@@ -411,62 +400,6 @@ fn candidate(r: &Route, chosen: bool, why: Option<String>) -> Candidate {
         chosen,
         why,
     }
-}
-
-fn expand(s: &str, client_id: &str) -> String {
-    s.replace("${client_id}", client_id)
-}
-
-/// Each `require` condition with the values compared (the order `policy` checks them in).
-pub fn requirement_checks(req: &Require, v: &Verified, issuer_names: &[String]) -> Vec<Check> {
-    let mut out = Vec::new();
-    let id = v.client_id.as_str();
-    let scopes: Vec<&str> = v.scopes().collect();
-    if let Some(want) = req.token_use {
-        out.push(Check {
-            requirement: "token_use".into(),
-            pass: want.admits(v.token_use),
-            want: json!(want.as_str()),
-            got: json!(v.token_use.as_str()),
-        });
-    }
-    if let Some(allowed) = &req.issuers {
-        let name = issuer_names.get(v.issuer).cloned().unwrap_or_default();
-        out.push(Check {
-            requirement: "issuers".into(),
-            pass: allowed.contains(&name),
-            want: json!(allowed),
-            got: json!(name),
-        });
-    }
-    let list = |l: &[String]| l.iter().map(|s| expand(s, id)).collect::<Vec<_>>();
-    if let Some(any) = &req.scopes_any {
-        let want = list(any);
-        let pass = want.iter().any(|w| scopes.contains(&w.as_str()));
-        out.push(Check { requirement: "scopes_any".into(), pass, want: json!(want), got: json!(scopes) });
-    }
-    if let Some(all) = &req.scopes_all {
-        let want = list(all);
-        let pass = want.iter().all(|w| scopes.contains(&w.as_str()));
-        out.push(Check { requirement: "scopes_all".into(), pass, want: json!(want), got: json!(scopes) });
-    }
-    if let Some(any) = &req.groups_any {
-        let want = list(any);
-        let pass = want.iter().any(|w| v.groups.contains(w));
-        out.push(Check { requirement: "groups_any".into(), pass, want: json!(want), got: json!(v.groups) });
-    }
-    if let Some(all) = &req.groups_all {
-        let want = list(all);
-        let pass = want.iter().all(|w| v.groups.contains(w));
-        out.push(Check { requirement: "groups_all".into(), pass, want: json!(want), got: json!(v.groups) });
-    }
-    for (claim, allowed) in &req.claims {
-        let want = list(allowed);
-        let got = v.claims.get(claim).cloned().unwrap_or(Value::Null);
-        let pass = matches!(&got, Value::String(s) if want.contains(s));
-        out.push(Check { requirement: format!("claims.{claim}"), pass, want: json!(want), got });
-    }
-    out
 }
 
 /// Human-readable rendering.

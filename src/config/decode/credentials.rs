@@ -2,9 +2,9 @@
 
 use http::HeaderName;
 
-use super::{field, join};
+use super::field;
 use crate::config::model::*;
-use crate::config::yaml::{self, Node, Reader};
+use crate::config::yaml::{self, Node, Reader, field_path};
 
 pub(super) const BEARER_KEYS: &[&str] = &["allow_raw"];
 
@@ -40,17 +40,21 @@ pub(super) fn credentials(r: &mut Reader, n: &Node) -> Option<Vec<CredentialSour
                 let (k, v) = &entries[0];
                 let key = r.string(k, &p);
                 match key.as_deref() {
-                    Some("bearer") => r.map(v, &join(&p, "bearer"), BEARER_KEYS).map(|bm| CredentialSource::Bearer {
-                        allow_raw: field(r, &bm, "allow_raw", &join(&p, "bearer"), false, |r, n, p| r.bool(n, p)),
-                    }),
+                    Some("bearer") => {
+                        r.map(v, &field_path(&p, "bearer"), BEARER_KEYS).map(|bm| CredentialSource::Bearer {
+                            allow_raw: field(r, &bm, "allow_raw", &field_path(&p, "bearer"), false, |r, n, p| {
+                                r.bool(n, p)
+                            }),
+                        })
+                    }
                     Some("header") => {
-                        r.string(v, &join(&p, "header")).and_then(|h| match HeaderName::try_from(h.as_str()) {
+                        r.string(v, &field_path(&p, "header")).and_then(|h| match HeaderName::try_from(h.as_str()) {
                             // Every client header containing `_` is dropped on arrival (SECURITY
                             // HDR-04), so such a source could never yield a token.
                             Ok(_) if h.contains('_') => {
                                 r.error(
                                     v.span,
-                                    &join(&p, "header"),
+                                    &field_path(&p, "header"),
                                     format!("`{h}`: header names with `_` are dropped on arrival; use `-`"),
                                 );
                                 None
@@ -61,24 +65,24 @@ pub(super) fn credentials(r: &mut Reader, n: &Node) -> Option<Vec<CredentialSour
                             Ok(_) => {
                                 r.error(
                                     v.span,
-                                    &join(&p, "header"),
+                                    &field_path(&p, "header"),
                                     "use `bearer` for Authorization and `cookie:` for cookies",
                                 );
                                 None
                             }
                             Err(_) => {
-                                r.error(v.span, &join(&p, "header"), format!("`{h}` is not a valid header name"));
+                                r.error(v.span, &field_path(&p, "header"), format!("`{h}` is not a valid header name"));
                                 None
                             }
                         })
                     }
-                    Some("cookie") => r.string(v, &join(&p, "cookie")).and_then(|c| {
+                    Some("cookie") => r.string(v, &field_path(&p, "cookie")).and_then(|c| {
                         if c == "amplify" {
                             Some(CredentialSource::AmplifyCookie)
                         } else if !c.is_empty() && c.bytes().all(is_cookie_name_byte) {
                             Some(CredentialSource::Cookie(c))
                         } else {
-                            r.error(v.span, &join(&p, "cookie"), format!("`{c}` is not a valid cookie name"));
+                            r.error(v.span, &field_path(&p, "cookie"), format!("`{c}` is not a valid cookie name"));
                             None
                         }
                     }),

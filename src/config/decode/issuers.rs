@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use super::{field, join, required, token_use};
+use super::{field, required, token_use};
 use crate::config::model::*;
-use crate::config::yaml::{Node, Reader, Span};
+use crate::config::yaml::{Node, Reader, Span, field_path};
 
 pub(super) const ISSUER_KEYS: &[&str] =
     &["name", "cognito", "issuer", "jwks_uri", "jwks_file", "client_ids", "token_use", "verify_at_hash"];
@@ -69,16 +69,16 @@ pub(super) fn valid_region(s: &str) -> bool {
 pub(super) fn issuer(r: &mut Reader, n: &Node, p: &str) -> Option<Issuer> {
     let m = r.map(n, p, ISSUER_KEYS)?;
     let name = required(r, &m, "name", p).and_then(|n| {
-        let s = r.string(n, &join(p, "name"))?;
+        let s = r.string(n, &field_path(p, "name"))?;
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            r.error(n.span, &join(p, "name"), "issuer names use letters, digits, `-` and `_`");
+            r.error(n.span, &field_path(p, "name"), "issuer names use letters, digits, `-` and `_`");
             return None;
         }
         Some(s)
     });
-    let client_ids = required(r, &m, "client_ids", p).and_then(|n| r.string_list(n, &join(p, "client_ids")));
+    let client_ids = required(r, &m, "client_ids", p).and_then(|n| r.string_list(n, &field_path(p, "client_ids")));
     let token_use = match m.get("token_use") {
-        Some(n) => token_use(r, n, &join(p, "token_use")),
+        Some(n) => token_use(r, n, &field_path(p, "token_use")),
         None => {
             // Deliberately no default: access and id tokens carry different claims, and guessing
             // wrong either rejects everyone or admits the wrong token type (SECURITY CLM-09).
@@ -92,7 +92,7 @@ pub(super) fn issuer(r: &mut Reader, n: &Node, p: &str) -> Option<Issuer> {
     let explicit = m.get("issuer");
     let (issuer, keys, is_cognito) = match (cognito, explicit) {
         (Some(_), Some(e)) => {
-            r.error(e.span, &join(p, "issuer"), "use either `cognito` or `issuer`, not both");
+            r.error(e.span, &field_path(p, "issuer"), "use either `cognito` or `issuer`, not both");
             return None;
         }
         (None, None) => {
@@ -104,23 +104,27 @@ pub(super) fn issuer(r: &mut Reader, n: &Node, p: &str) -> Option<Issuer> {
             return None;
         }
         (Some(c), None) => {
-            let cp = join(p, "cognito");
+            let cp = field_path(p, "cognito");
             for key in ["jwks_uri", "jwks_file"] {
                 if let Some(n) = m.get(key) {
-                    r.error(n.span, &join(p, key), "the cognito shorthand derives the JWKS URL; remove this key");
+                    r.error(n.span, &field_path(p, key), "the cognito shorthand derives the JWKS URL; remove this key");
                 }
             }
             let cm = r.map(c, &cp, COGNITO_KEYS)?;
             let region = required(r, &cm, "region", &cp).and_then(|n| {
-                let s = r.string(n, &join(&cp, "region"))?;
+                let s = r.string(n, &field_path(&cp, "region"))?;
                 if !valid_region(&s) {
-                    r.error(n.span, &join(&cp, "region"), format!("`{s}` is not an AWS region such as eu-west-1"));
+                    r.error(
+                        n.span,
+                        &field_path(&cp, "region"),
+                        format!("`{s}` is not an AWS region such as eu-west-1"),
+                    );
                     return None;
                 }
                 Some(s)
             });
             let pool = required(r, &cm, "user_pool_id", &cp)
-                .and_then(|n| r.string(n, &join(&cp, "user_pool_id")).map(|s| (s, n.span)));
+                .and_then(|n| r.string(n, &field_path(&cp, "user_pool_id")).map(|s| (s, n.span)));
             let (region, (pool, pool_span)) = (region?, pool?);
             // The pool id becomes part of a URL: only `<region>_<alphanumerics>` is accepted, and
             // its region must be the configured one (SECURITY OUT-02).
@@ -130,7 +134,7 @@ pub(super) fn issuer(r: &mut Reader, n: &Node, p: &str) -> Option<Issuer> {
             if !valid {
                 r.error(
                     pool_span,
-                    &join(&cp, "user_pool_id"),
+                    &field_path(&cp, "user_pool_id"),
                     format!(
                         "`{pool}` is not a user pool id of region {region} (expected {region}_<letters and digits>)"
                     ),
@@ -142,23 +146,23 @@ pub(super) fn issuer(r: &mut Reader, n: &Node, p: &str) -> Option<Issuer> {
             (issuer, KeyLocation::Url(jwks), true)
         }
         (None, Some(e)) => {
-            let issuer = r.string(e, &join(p, "issuer"))?;
+            let issuer = r.string(e, &field_path(p, "issuer"))?;
             if issuer.is_empty() || issuer.chars().any(char::is_whitespace) {
-                r.error(e.span, &join(p, "issuer"), "the issuer must be a non-empty URL without spaces");
+                r.error(e.span, &field_path(p, "issuer"), "the issuer must be a non-empty URL without spaces");
                 return None;
             }
             let keys = match (m.get("jwks_uri"), m.get("jwks_file")) {
                 (Some(u), None) => {
-                    let s = r.string(u, &join(p, "jwks_uri"))?;
+                    let s = r.string(u, &field_path(p, "jwks_uri"))?;
                     if let Err(e) = check_jwks_uri(&s) {
-                        r.error(u.span, &join(p, "jwks_uri"), e);
+                        r.error(u.span, &field_path(p, "jwks_uri"), e);
                         return None;
                     }
                     KeyLocation::Url(s)
                 }
-                (None, Some(f)) => KeyLocation::File(r.string(f, &join(p, "jwks_file"))?.into()),
+                (None, Some(f)) => KeyLocation::File(r.string(f, &field_path(p, "jwks_file"))?.into()),
                 (Some(_), Some(f)) => {
-                    r.error(f.span, &join(p, "jwks_file"), "use either `jwks_uri` or `jwks_file`, not both");
+                    r.error(f.span, &field_path(p, "jwks_file"), "use either `jwks_uri` or `jwks_file`, not both");
                     return None;
                 }
                 (None, None) => {

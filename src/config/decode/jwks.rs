@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::{field, join, secs};
+use super::{field, secs};
 use crate::config::model::*;
-use crate::config::yaml::{Node, Reader};
+use crate::config::yaml::{Node, Reader, field_path};
 
 pub(super) const JWKS_KEYS: &[&str] = &[
     "refresh_interval",
@@ -60,7 +60,7 @@ pub(super) fn jwks(r: &mut Reader, n: &Node) -> Option<Jwks> {
         ("max_keys", j.max_keys == 0),
     ] {
         if zero && let Some(n) = m.get(key) {
-            r.error(n.span, &join(p, key), "must be greater than 0");
+            r.error(n.span, &field_path(p, key), "must be greater than 0");
         }
     }
     Some(j)

@@ -1,8 +1,8 @@
 //! `limits:` — sizes, counts and read times, each within a sane range.
 
-use super::{field, join, secs};
+use super::{field, secs};
 use crate::config::model::*;
-use crate::config::yaml::{Node, Reader};
+use crate::config::yaml::{Node, Reader, field_path};
 
 pub(super) const LIMITS_KEYS: &[&str] = &[
     "header_read_timeout",
@@ -35,7 +35,7 @@ pub(super) fn limits(r: &mut Reader, n: &Node) -> Option<Limits> {
         if (v < min || v > max)
             && let Some(node) = m.get(key)
         {
-            r.error(node.span, &join(p, key), format!("must be between {min} and {max}"));
+            r.error(node.span, &field_path(p, key), format!("must be between {min} and {max}"));
         }
         v as usize
     };

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::model::*;
-use super::yaml::{self, Node, Reader};
+use super::yaml::{self, Node, Reader, field_path};
 
 mod credentials;
 mod identity;
@@ -73,13 +73,9 @@ pub(super) fn field<T>(
     f: impl FnOnce(&mut Reader, &Node, &str) -> Option<T>,
 ) -> T {
     match m.get(key) {
-        Some(node) => f(r, node, &join(path, key)).unwrap_or(default),
+        Some(node) => f(r, node, &field_path(path, key)).unwrap_or(default),
         None => default,
     }
-}
-
-pub(super) fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
 pub(super) fn required<'n>(r: &mut Reader, m: &yaml::MapView<'n>, key: &str, path: &str) -> Option<&'n Node> {

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use http::Method;
 
-use super::{enumerated, field, join, required, token_use};
+use super::{enumerated, field, required, token_use};
 use crate::config::model::*;
 use crate::config::pattern::{Pattern, literal_eq};
-use crate::config::yaml::{self, Node, Reader};
+use crate::config::yaml::{self, Node, Reader, field_path};
 
 pub(super) const ROUTE_KEYS: &[&str] = &["name", "path", "methods", "auth", "mode", "require"];
 
@@ -65,11 +65,11 @@ pub(super) fn routes(
 fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> Option<Route> {
     let m = r.map(n, p, ROUTE_KEYS)?;
     let name = required(r, &m, "name", p).and_then(|n| {
-        let s = r.string(n, &join(p, "name"))?;
+        let s = r.string(n, &field_path(p, "name"))?;
         if s.is_empty() || s == "none" || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             r.error(
                 n.span,
-                &join(p, "name"),
+                &field_path(p, "name"),
                 "route names use letters, digits, `-`, `_` and `.` (and `none` is reserved)",
             );
             return None;
@@ -77,18 +77,18 @@ fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> 
         Some(s)
     });
     let path = required(r, &m, "path", p).and_then(|n| {
-        let s = r.string(n, &join(p, "path"))?;
+        let s = r.string(n, &field_path(p, "path"))?;
         match Pattern::parse(&s) {
             Ok(pattern) => Some(pattern),
             Err(e) => {
-                r.error(n.span, &join(p, "path"), e);
+                r.error(n.span, &field_path(p, "path"), e);
                 None
             }
         }
     });
     let methods = match m.get("methods") {
         Some(n) => {
-            let list = r.string_list(n, &join(p, "methods"));
+            let list = r.string_list(n, &field_path(p, "methods"));
             list.and_then(|l| {
                 let mut out = Vec::new();
                 for s in l {
@@ -103,12 +103,12 @@ fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> 
                         None
                     };
                     if let Some(e) = err {
-                        r.error(n.span, &join(p, "methods"), e);
+                        r.error(n.span, &field_path(p, "methods"), e);
                         return None;
                     }
                     let method = Method::from_bytes(s.as_bytes()).ok()?;
                     if out.contains(&method) {
-                        r.error(n.span, &join(p, "methods"), format!("`{s}` is listed twice"));
+                        r.error(n.span, &field_path(p, "methods"), format!("`{s}` is listed twice"));
                         return None;
                     }
                     out.push(method);
@@ -134,12 +134,12 @@ fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> 
             if auth == AuthMode::None {
                 r.error(
                     rn.span,
-                    &join(p, "require"),
+                    &field_path(p, "require"),
                     "`require` has no effect on an `auth: none` route; remove it or use `auth: required`",
                 );
                 None
             } else {
-                require(r, rn, &join(p, "require"), issuers, pairs)
+                require(r, rn, &field_path(p, "require"), issuers, pairs)
             }
         }
         None => Some(Require::default()),
@@ -148,7 +148,7 @@ fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> 
         && mode == Mode::Audit
         && let Some(mn) = m.get("mode")
     {
-        r.error(mn.span, &join(p, "mode"), "`mode: audit` has nothing to audit on an `auth: none` route");
+        r.error(mn.span, &field_path(p, "mode"), "`mode: audit` has nothing to audit on an `auth: none` route");
     }
     Some(Route { name: name?, path: path?, methods: methods?, auth, mode, require: require?, span: n.span })
 }
@@ -161,7 +161,7 @@ fn template_list(
     header_safe: bool,
 ) -> Option<Option<Vec<String>>> {
     let Some(n) = m.get(key) else { return Some(None) };
-    let path = join(p, key);
+    let path = field_path(p, key);
     let list = r.string_list(n, &path)?;
     for s in &list {
         if let Err(e) = check_template(s) {
@@ -198,14 +198,14 @@ fn require(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -
     let groups_any = template_list(r, &m, "groups_any", p, false);
     let groups_all = template_list(r, &m, "groups_all", p, false);
     let token_use_req = match m.get("token_use") {
-        Some(tn) => token_use(r, tn, &join(p, "token_use")).map(Some),
+        Some(tn) => token_use(r, tn, &field_path(p, "token_use")).map(Some),
         None => Some(None),
     };
     let route_issuers = match m.get("issuers") {
-        Some(inode) => r.string_list(inode, &join(p, "issuers")).and_then(|list| {
+        Some(inode) => r.string_list(inode, &field_path(p, "issuers")).and_then(|list| {
             for name in &list {
                 if !issuers.iter().any(|i| &i.name == name) {
-                    r.error(inode.span, &join(p, "issuers"), format!("no issuer is named `{name}`"));
+                    r.error(inode.span, &field_path(p, "issuers"), format!("no issuer is named `{name}`"));
                     return None;
                 }
             }
@@ -216,7 +216,7 @@ fn require(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -
     let mut claims = Vec::new();
     let mut claims_ok = true;
     if let Some(cn) = m.get("claims") {
-        let cp = join(p, "claims");
+        let cp = field_path(p, "claims");
         match &cn.value {
             yaml::Value::Map(entries) if !entries.is_empty() => {
                 for (k, v) in entries {
@@ -274,7 +274,7 @@ fn require(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -
                 if let Some(tn) = m.get("token_use") {
                     r.error(
                         tn.span,
-                        &join(p, "token_use"),
+                        &field_path(p, "token_use"),
                         format!(
                             "issuer `{}` only accepts {} tokens, so `token_use: {}` could never pass for it",
                             iss.name,

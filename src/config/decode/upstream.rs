@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::{field, join, required, secs};
+use super::{field, required, secs};
 use crate::config::model::*;
-use crate::config::yaml::{Node, Reader};
+use crate::config::yaml::{Node, Reader, field_path};
 
 pub(super) const UPSTREAM_KEYS: &[&str] = &["url", "connect_timeout", "timeout", "idle_timeout", "http2"];
 
@@ -23,7 +23,7 @@ pub(super) fn upstream(r: &mut Reader, n: &Node) -> Option<Upstream> {
         if d.is_zero()
             && let Some(n) = m.get(key)
         {
-            r.error(n.span, &join(p, key), "must be greater than 0");
+            r.error(n.span, &field_path(p, key), "must be greater than 0");
         }
     }
     Some(Upstream { target: target?, connect_timeout, timeout, idle_timeout, http2 })
