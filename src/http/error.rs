@@ -111,25 +111,29 @@ impl Reason {
 
 /// Why a request was not forwarded (or could not be completed). Made by the pipeline stages;
 /// turned into a response only by [`Rejection::into_response`].
+///
+/// The variants that share a status carry a small enum of their own reasons instead of any
+/// [`Reason`], so a wrong pair (`Forbidden` with `expired`, `BadRequest` with `no_route`) cannot
+/// be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     /// No credential on a route that needs one.
     MissingToken,
     /// A credential was presented but is not a valid token for this route.
-    InvalidToken(Reason),
+    InvalidToken(InvalidToken),
     /// Valid token without a required scope; carries the space-joined scopes that would satisfy
     /// the route (they come from config, never from the token).
     InsufficientScope {
         scope: String,
     },
     /// Valid token, group or claim requirement not met, or no route.
-    Forbidden(Reason),
+    Forbidden(Forbidden),
     /// The identity cannot be encoded within the configured limits.
     UnencodableClaim,
     /// The token's issuer has no usable keys.
     KeysUnavailable,
     /// Ambiguous or malformed request.
-    BadRequest(Reason),
+    BadRequest(BadRequest),
     /// `CONNECT`, `TRACE`, h2c upgrade.
     MethodNotAllowed,
     /// Request headers or token section too large.
@@ -143,6 +147,80 @@ pub enum Rejection {
     UpstreamProtocol,
     /// The client went away before the response; no response is sent, only logged.
     ClientAbort,
+}
+
+/// What is wrong with a presented token (401 `invalid_token`): only the token reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidToken {
+    Malformed,
+    BadAlg,
+    UnknownKid,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    BadIss,
+    BadTokenUse,
+    BadClient,
+    BadClaim,
+}
+
+impl InvalidToken {
+    pub const fn reason(self) -> Reason {
+        match self {
+            InvalidToken::Malformed => Reason::MalformedToken,
+            InvalidToken::BadAlg => Reason::BadAlg,
+            InvalidToken::UnknownKid => Reason::UnknownKid,
+            InvalidToken::BadSignature => Reason::BadSignature,
+            InvalidToken::Expired => Reason::Expired,
+            InvalidToken::NotYetValid => Reason::NotYetValid,
+            InvalidToken::BadIss => Reason::BadIss,
+            InvalidToken::BadTokenUse => Reason::BadTokenUse,
+            InvalidToken::BadClient => Reason::BadClient,
+            InvalidToken::BadClaim => Reason::BadClaim,
+        }
+    }
+}
+
+/// Why a request is refused with a plain 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forbidden {
+    /// No route matches the path and method.
+    NoRoute,
+    /// A `groups_any` / `groups_all` requirement is not met.
+    Group,
+    /// A `claims` requirement is not met.
+    Claim,
+}
+
+impl Forbidden {
+    pub const fn reason(self) -> Reason {
+        match self {
+            Forbidden::NoRoute => Reason::NoRoute,
+            Forbidden::Group => Reason::ForbiddenGroup,
+            Forbidden::Claim => Reason::ForbiddenClaim,
+        }
+    }
+}
+
+/// Why the request itself is refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    /// Malformed framing, method, `Host`, or a client body that failed mid-stream (`bad_request`).
+    Malformed,
+    /// The path could be read more than one way (`ambiguous_path`).
+    AmbiguousPath,
+    /// Several credentials and no way to tell which one the app meant (`malformed_token`).
+    AmbiguousCredential,
+}
+
+impl BadRequest {
+    pub const fn reason(self) -> Reason {
+        match self {
+            BadRequest::Malformed => Reason::BadRequest,
+            BadRequest::AmbiguousPath => Reason::AmbiguousPath,
+            BadRequest::AmbiguousCredential => Reason::MalformedToken,
+        }
+    }
 }
 
 /// What the access log and metrics record about an outcome.
@@ -173,7 +251,9 @@ impl Rejection {
     pub fn reason(&self) -> Reason {
         match self {
             Rejection::MissingToken => Reason::MissingToken,
-            Rejection::InvalidToken(r) | Rejection::Forbidden(r) | Rejection::BadRequest(r) => *r,
+            Rejection::InvalidToken(r) => r.reason(),
+            Rejection::Forbidden(r) => r.reason(),
+            Rejection::BadRequest(r) => r.reason(),
             Rejection::InsufficientScope { .. } => Reason::InsufficientScope,
             Rejection::UnencodableClaim => Reason::UnencodableClaim,
             Rejection::KeysUnavailable => Reason::KeysUnavailable,
@@ -218,7 +298,7 @@ impl Rejection {
             Rejection::InvalidToken(r) => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
-                Some(format!("{REALM}, error=\"invalid_token\", error_description=\"{}\"", r.description())),
+                Some(format!("{REALM}, error=\"invalid_token\", error_description=\"{}\"", r.reason().description())),
             ),
             Rejection::InsufficientScope { scope } => (
                 StatusCode::FORBIDDEN,
@@ -319,7 +399,7 @@ mod tests {
 
     #[test]
     fn invalid_token_names_the_error() {
-        let (status, www, body) = parts(Rejection::InvalidToken(Reason::Expired));
+        let (status, www, body) = parts(Rejection::InvalidToken(InvalidToken::Expired));
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(
             www.as_deref(),
@@ -333,11 +413,11 @@ mod tests {
     fn statuses_follow_the_spec_table() {
         let table = [
             (Rejection::InsufficientScope { scope: "a b".into() }, 403),
-            (Rejection::Forbidden(Reason::ForbiddenGroup), 403),
-            (Rejection::Forbidden(Reason::NoRoute), 403),
+            (Rejection::Forbidden(Forbidden::Group), 403),
+            (Rejection::Forbidden(Forbidden::NoRoute), 403),
             (Rejection::UnencodableClaim, 403),
             (Rejection::KeysUnavailable, 503),
-            (Rejection::BadRequest(Reason::AmbiguousPath), 400),
+            (Rejection::BadRequest(BadRequest::AmbiguousPath), 400),
             (Rejection::MethodNotAllowed, 405),
             (Rejection::HeaderTooLarge, 431),
             (Rejection::UriTooLong, 414),
@@ -380,7 +460,7 @@ mod tests {
             www.as_deref(),
             Some("Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"openid email\"")
         );
-        let (_, www, _) = parts(Rejection::Forbidden(Reason::ForbiddenGroup));
+        let (_, www, _) = parts(Rejection::Forbidden(Forbidden::Group));
         assert_eq!(www, None);
     }
 

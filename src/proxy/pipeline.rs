@@ -25,7 +25,7 @@ use crate::auth::policy::{self, Authn, Permit};
 use crate::auth::verify::{PairError, TokenError, UseRule};
 use crate::config::{AuthMode, CorsPreflight};
 use crate::http::body::{ProxyBody, Streamed};
-use crate::http::error::{Decision, Reason, Rejection};
+use crate::http::error::{BadRequest, Decision, Forbidden, Reason, Rejection};
 use crate::http::path;
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::runtime::{Runtime, Shared};
@@ -142,11 +142,11 @@ async fn pipeline(
 
     let path = path::normalise(req.uri().path()).map_err(|e| {
         tracing::debug!(error = %e, "ambiguous path refused");
-        Rejection::BadRequest(Reason::AmbiguousPath)
+        Rejection::BadRequest(BadRequest::AmbiguousPath)
     })?;
     log.path = Some(path.clone());
 
-    let route = rt.routes.find(req.method(), &path).ok_or(Rejection::Forbidden(Reason::NoRoute))?;
+    let route = rt.routes.find(req.method(), &path).ok_or(Rejection::Forbidden(Forbidden::NoRoute))?;
     log.route = Some(route.name.clone());
 
     let authn = authenticate(rt, route.auth, &req).await?;
@@ -194,7 +194,7 @@ fn check_method(req: &Request<Incoming>) -> Result<(), Rejection> {
         return Err(Rejection::MethodNotAllowed);
     }
     if !m.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-        return Err(Rejection::BadRequest(Reason::BadRequest));
+        return Err(Rejection::BadRequest(BadRequest::Malformed));
     }
     if headers::is_h2c_upgrade(req.headers()) {
         return Err(Rejection::MethodNotAllowed);
@@ -209,7 +209,7 @@ fn check_host(req: &Request<Incoming>) -> Result<(), Rejection> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() || (host.is_none() && req.version() == Version::HTTP_11) {
-        return Err(Rejection::BadRequest(Reason::BadRequest));
+        return Err(Rejection::BadRequest(BadRequest::Malformed));
     }
     if let Some(h) = host {
         let valid = h
@@ -219,7 +219,7 @@ fn check_host(req: &Request<Incoming>) -> Result<(), Rejection> {
             .and_then(|s| s.parse::<http::uri::Authority>().ok())
             .is_some();
         if !valid {
-            return Err(Rejection::BadRequest(Reason::BadRequest));
+            return Err(Rejection::BadRequest(BadRequest::Malformed));
         }
     }
     Ok(())
@@ -241,7 +241,7 @@ async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> 
     }
     let found = match credentials::extract(req.headers(), &rt.config.credentials, rt.client_ids()) {
         Ok(found) => found,
-        Err(CredentialError::Ambiguous) => return Err(Rejection::BadRequest(Reason::MalformedToken)),
+        Err(CredentialError::Ambiguous) => return Err(Rejection::BadRequest(BadRequest::AmbiguousCredential)),
         Err(CredentialError::Malformed) => return Ok(Authn::Invalid(TokenError::Malformed("credential"))),
     };
     Ok(match found {
@@ -254,7 +254,7 @@ async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> 
         // (SPEC §2 "Credentials").
         Found::Two(a, b) => match rt.verifier.verify_pair(&a, &b).await {
             Ok(v) => Authn::Verified(v),
-            Err(PairError::NotAPair) => return Err(Rejection::BadRequest(Reason::MalformedToken)),
+            Err(PairError::NotAPair) => return Err(Rejection::BadRequest(BadRequest::AmbiguousCredential)),
             Err(PairError::Token(e)) => Authn::Invalid(e),
         },
     })
@@ -296,7 +296,7 @@ async fn forward(
         parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
 
-    let uri = rt.upstream.uri(path, parts.uri.query()).map_err(|_| Rejection::BadRequest(Reason::BadRequest))?;
+    let uri = rt.upstream.uri(path, parts.uri.query()).map_err(|_| Rejection::BadRequest(BadRequest::Malformed))?;
     let idle = rt.config.upstream.idle_timeout;
     let mut upstream_req = Request::new(Streamed::new(body, idle, true).boxed_unsync());
     *upstream_req.method_mut() = parts.method;
@@ -338,7 +338,7 @@ fn upstream_failed(metrics: &Metrics, e: UpstreamError) -> Rejection {
         UpstreamError::Protocol => Rejection::UpstreamProtocol,
         // The client's own body failed (bad chunking, stalled upload): its fault, not the app's,
         // and not counted as an upstream error.
-        UpstreamError::ClientBody => return Rejection::BadRequest(Reason::BadRequest),
+        UpstreamError::ClientBody => return Rejection::BadRequest(BadRequest::Malformed),
     };
     metrics.upstream_errors_total.with_label_values(&[e.kind()]).inc();
     rejection

@@ -29,7 +29,7 @@ use crate::auth::route;
 use crate::auth::verify::{UseRule, Verified};
 use crate::config::Route;
 use crate::config::{AuthMode, Config, TokenUse};
-use crate::http::error::Rejection;
+use crate::http::error::{BadRequest, Forbidden, Rejection};
 use crate::http::path;
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::runtime::Runtime;
@@ -276,18 +276,17 @@ impl Explainer {
         token: Option<&str>,
     ) -> Result<Permit, Rejection> {
         let rt = &self.runtime;
-        let method = Method::from_bytes(method.as_bytes())
-            .map_err(|_| Rejection::BadRequest(crate::http::error::Reason::BadRequest))?;
+        let method = Method::from_bytes(method.as_bytes()).map_err(|_| Rejection::BadRequest(BadRequest::Malformed))?;
         if method == Method::CONNECT || method == Method::TRACE {
             return Err(Rejection::MethodNotAllowed);
         }
         if !method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-            return Err(Rejection::BadRequest(crate::http::error::Reason::BadRequest));
+            return Err(Rejection::BadRequest(BadRequest::Malformed));
         }
         let target = raw_path.split('?').next().unwrap_or_default();
         let normalised = path::normalise(target).map_err(|e| {
             ex.path_error = Some(e.to_string());
-            Rejection::BadRequest(crate::http::error::Reason::AmbiguousPath)
+            Rejection::BadRequest(BadRequest::AmbiguousPath)
         })?;
         ex.normalised_path = Some(normalised.clone());
 
@@ -303,7 +302,7 @@ impl Explainer {
                 candidate(r, i == 0, why)
             })
             .collect();
-        let route = *candidates.first().ok_or(Rejection::Forbidden(crate::http::error::Reason::NoRoute))?;
+        let route = *candidates.first().ok_or(Rejection::Forbidden(Forbidden::NoRoute))?;
         ex.route = Some(route.name.clone());
 
         let authn = if route.auth == AuthMode::None {

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::auth::identity::{self, PreparedIdentity};
 use crate::auth::jwks::{IssuerKeys, Key, Lookup};
 use crate::config::{self, TokenUse};
-use crate::http::error::Reason;
+use crate::http::error::{InvalidToken, Reason, Rejection};
 use crate::telemetry::metrics::Metrics;
 
 /// Why a token was refused.
@@ -49,19 +49,28 @@ pub enum TokenError {
 
 impl TokenError {
     pub fn reason(self) -> Reason {
-        match self {
-            TokenError::Malformed(_) => Reason::MalformedToken,
-            TokenError::BadAlg => Reason::BadAlg,
-            TokenError::UnknownKid => Reason::UnknownKid,
-            TokenError::BadSignature => Reason::BadSignature,
-            TokenError::Expired => Reason::Expired,
-            TokenError::NotYetValid => Reason::NotYetValid,
-            TokenError::BadIss => Reason::BadIss,
-            TokenError::BadTokenUse => Reason::BadTokenUse,
-            TokenError::BadClient => Reason::BadClient,
-            TokenError::BadClaim(_) => Reason::BadClaim,
-            TokenError::KeysUnavailable | TokenError::Clock => Reason::KeysUnavailable,
-        }
+        Rejection::from(self).reason()
+    }
+}
+
+/// The one mapping from a verification failure to a refusal: a token fault is a 401; a missing
+/// key set or a broken clock is Portcullis's problem (503), never the client's.
+impl From<TokenError> for Rejection {
+    fn from(e: TokenError) -> Rejection {
+        let invalid = match e {
+            TokenError::Malformed(_) => InvalidToken::Malformed,
+            TokenError::BadAlg => InvalidToken::BadAlg,
+            TokenError::UnknownKid => InvalidToken::UnknownKid,
+            TokenError::BadSignature => InvalidToken::BadSignature,
+            TokenError::Expired => InvalidToken::Expired,
+            TokenError::NotYetValid => InvalidToken::NotYetValid,
+            TokenError::BadIss => InvalidToken::BadIss,
+            TokenError::BadTokenUse => InvalidToken::BadTokenUse,
+            TokenError::BadClient => InvalidToken::BadClient,
+            TokenError::BadClaim(_) => InvalidToken::BadClaim,
+            TokenError::KeysUnavailable | TokenError::Clock => return Rejection::KeysUnavailable,
+        };
+        Rejection::InvalidToken(invalid)
     }
 }
 
@@ -94,6 +103,37 @@ impl Verified {
 
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+}
+
+#[cfg(test)]
+impl Verified {
+    /// An access token of issuer 0 for client `test-client` that "verified" without any
+    /// signature, so what comes after verification (`policy`, header rewriting) is unit-tested
+    /// without keys or minting. Fields are public: adjust `groups`, `scope`, `claims`,
+    /// `token_use`, `paired` or `identity` as the test needs; `identity` is encoded for `sub`
+    /// alone with the default header names.
+    pub(crate) fn for_tests(sub: &str) -> Verified {
+        let headers = config::IdentityHeaders {
+            sub: http::HeaderName::from_static("x-user-sub"),
+            groups: http::HeaderName::from_static("x-user-groups"),
+            groups_format: config::GroupsFormat::Csv,
+            claims: Vec::new(),
+            forward_token: false,
+        };
+        Verified {
+            issuer: 0,
+            token_use: TokenUse::Access,
+            paired: false,
+            sub: sub.to_owned(),
+            client_id: "test-client".to_owned(),
+            groups: Vec::new(),
+            scope: String::new(),
+            claims: Map::new(),
+            exp: f64::MAX,
+            identity: identity::prepare_identity(sub, &[], &Map::new(), &headers, 8192),
+            key: Arc::new(Key::for_tests("test")),
+        }
     }
 }
 

@@ -462,3 +462,28 @@ async fn one_shot_tokens_are_not_cached_and_the_doorkeeper_stays_bounded() {
     assert!(v.verify(&reused, UseRule::Issuer).await.is_ok());
     assert_eq!(v.metrics.token_cache_hits_total.get(), hits + 1);
 }
+
+/// SPEC §3: every token fault is a 401 naming its reason; missing keys and a broken clock are
+/// Portcullis's own trouble (503 `keys_unavailable`), never blamed on the token.
+#[test]
+fn token_errors_become_401_except_missing_keys() {
+    use crate::http::error::{InvalidToken, Rejection};
+    let table = [
+        (TokenError::Malformed("x"), Rejection::InvalidToken(InvalidToken::Malformed)),
+        (TokenError::BadAlg, Rejection::InvalidToken(InvalidToken::BadAlg)),
+        (TokenError::UnknownKid, Rejection::InvalidToken(InvalidToken::UnknownKid)),
+        (TokenError::BadSignature, Rejection::InvalidToken(InvalidToken::BadSignature)),
+        (TokenError::Expired, Rejection::InvalidToken(InvalidToken::Expired)),
+        (TokenError::NotYetValid, Rejection::InvalidToken(InvalidToken::NotYetValid)),
+        (TokenError::BadIss, Rejection::InvalidToken(InvalidToken::BadIss)),
+        (TokenError::BadTokenUse, Rejection::InvalidToken(InvalidToken::BadTokenUse)),
+        (TokenError::BadClient, Rejection::InvalidToken(InvalidToken::BadClient)),
+        (TokenError::BadClaim("x"), Rejection::InvalidToken(InvalidToken::BadClaim)),
+        (TokenError::KeysUnavailable, Rejection::KeysUnavailable),
+        (TokenError::Clock, Rejection::KeysUnavailable),
+    ];
+    for (e, want) in table {
+        assert_eq!(Rejection::from(e), want, "{e:?}");
+        assert_eq!(e.reason(), want.reason());
+    }
+}
