@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use portcullis::telemetry::log;
 use portcullis::tools::OutputFormat;
+use portcullis::tools::explain::{Credential, Request};
 use portcullis::{App, config};
 
 #[derive(Parser)]
@@ -50,6 +51,13 @@ enum Command {
         /// The issuer to complete `--claims` from (needed when several are configured).
         #[arg(long)]
         issuer: Option<String>,
+        /// A request header, `Name: value` (repeatable); `${token}` in the value stands for the
+        /// token, which is then sent there instead of as `Authorization: Bearer`.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// A request cookie, `name=value` (repeatable); `${token}` as for `--header`.
+        #[arg(long = "cookie", value_name = "NAME=VALUE")]
+        cookies: Vec<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
@@ -127,19 +135,21 @@ fn main() -> ExitCode {
             print!("{report}");
             if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
-        Command::Explain { method, path, token, claims, issuer, format } => {
+        Command::Explain { method, path, token, claims, issuer, headers, cookies, format } => {
             let config = match load(cli.config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let credential = match credential(token, claims, issuer) {
-                Ok(c) => c,
+            let request = header_lines(&headers).map(|headers| Request { method, target: path, headers, cookies });
+            let input = request.and_then(|r| credential(token, claims, issuer).map(|c| (r, c)));
+            let (request, credential) = match input {
+                Ok(input) => input,
                 Err(e) => {
                     eprintln!("portcullis explain: {e}");
                     return ExitCode::from(2);
                 }
             };
-            runtime.block_on(explain(config, &method, &path, credential, format))
+            runtime.block_on(explain(config, &request, credential, format))
         }
         Command::Test { cases, format } => {
             let config = match load(cli.config.as_ref()) {
@@ -229,12 +239,7 @@ async fn serve_until_signalled(app: App) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn credential(
-    token: Option<String>,
-    claims: Option<String>,
-    issuer: Option<String>,
-) -> Result<portcullis::tools::explain::Credential, String> {
-    use portcullis::tools::explain::Credential;
+fn credential(token: Option<String>, claims: Option<String>, issuer: Option<String>) -> Result<Credential, String> {
     if let Some(mut t) = token {
         if t == "-" {
             t.clear();
@@ -251,17 +256,23 @@ fn credential(
     }
 }
 
-async fn explain(
-    config: config::Config,
-    method: &str,
-    path: &str,
-    credential: portcullis::tools::explain::Credential,
-    format: OutputFormat,
-) -> ExitCode {
-    use portcullis::tools::explain::{Credential, Explainer};
-    let engine = match &credential {
-        Credential::Token(_) => Explainer::for_tokens(config).await,
-        _ => Explainer::for_claims(config).await,
+/// `--header 'Name: value'` lines as (name, value) pairs.
+fn header_lines(lines: &[String]) -> Result<Vec<(String, String)>, String> {
+    lines
+        .iter()
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.trim().to_owned())),
+            _ => Err(format!("--header {line:?}: expected 'Name: value'")),
+        })
+        .collect()
+}
+
+async fn explain(config: config::Config, request: &Request, credential: Credential, format: OutputFormat) -> ExitCode {
+    use portcullis::tools::explain::{self, Explainer};
+    let engine = if explain::needs_real_keys(request, &credential) {
+        Explainer::for_tokens(config).await
+    } else {
+        Explainer::for_claims(config).await
     };
     let engine = match engine {
         Ok(e) => e,
@@ -270,7 +281,13 @@ async fn explain(
             return ExitCode::FAILURE;
         }
     };
-    let ex = engine.explain(method, path, &credential).await;
+    let ex = match engine.explain(request, &credential).await {
+        Ok(ex) => ex,
+        Err(e) => {
+            eprintln!("portcullis explain: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match format {
         OutputFormat::Text => print!("{}", portcullis::tools::explain::render_text(&ex)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default()),

@@ -427,6 +427,10 @@ fn the_binary_logs_lint_warnings_at_start_and_after_each_reload() {
         yaml("  - {name: admin, path: /admin/**}\n  - {name: peek, path: /admin/status, auth: none}\n"),
     )
     .unwrap();
+    // SIGHUP rather than waiting for the watcher: the handler is installed before the start
+    // line, so the reload cannot be missed (a file event may reload too; reloads are serialised).
+    let hup = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
     let before = warning(&logs, "public_under_protected");
     assert!(before.iter().any(|m| m == "config reloaded"), "the finding belongs to the reload: {before:?}");
     let _ = child.kill();

@@ -191,3 +191,36 @@ fn schema_verb_prints_the_committed_schema() {
     let schema: Value = serde_json::from_str(&committed).unwrap();
     assert_eq!(schema["additionalProperties"], false);
 }
+
+#[test]
+fn explain_takes_headers_and_cookies_and_places_the_token() {
+    let dir = temp_dir("explain-sources");
+    let issuer = SigningKey::generate("k").unwrap();
+    let config = local_config(&dir, &issuer, "  - {name: app, path: /**}\n");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("routes:\n", "credentials:\n  - bearer\n  - cookie: session_jwt\nroutes:\n");
+    std::fs::write(&config, text).unwrap();
+    let out = bin()
+        .args(["explain", "--format", "json", "--path", "/x", "--claims", r#"{"sub":"u-7"}"#])
+        .args(["--cookie", "theme=dark", "--cookie", "session_jwt=${token}", "--header", "X-User-Sub: forged"])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let ex: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(ex["status"], 200, "{ex}");
+    assert_eq!(ex["credential"]["found"], "token");
+    assert_eq!(ex["credential"]["sources"], serde_json::json!(["cookie session_jwt"]));
+    let headers: Vec<(String, String)> = serde_json::from_value(ex["upstream_headers"].clone()).unwrap();
+    assert!(headers.contains(&("cookie".into(), "theme=dark".into())), "{headers:?}");
+    assert!(headers.contains(&("x-user-sub".into(), "u-7".into())), "the forged header is replaced: {headers:?}");
+    assert!(!headers.iter().any(|(n, _)| n == "authorization"), "the token went where ${{token}} said");
+
+    let bad =
+        bin().args(["explain", "--path", "/x", "--header", "no colon"]).arg("--config").arg(&config).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Name: value"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         map.append(name, value);
     }
     let identity = &f.config.identity;
-    headers::strip_untrusted(&mut map, identity, &f.metrics);
+    headers::strip_untrusted(&mut map, identity);
 
     let table = RouteTable::new(&f.config.routes, false);
     let (path, authn) =

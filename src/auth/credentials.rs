@@ -7,14 +7,51 @@ use http::header::{self, HeaderMap, HeaderName};
 
 use crate::config::CredentialSource;
 
+/// A token as found, with the configured source that held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub value: String,
+    /// Index into the configured `credentials` (the first source that held this token).
+    pub source: usize,
+}
+
 /// What the configured sources yielded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     None,
     /// One token (possibly found in several sources).
-    One(String),
+    One(Token),
     /// Two distinct tokens (a candidate id+access pair).
-    Two(String, String),
+    Two(Token, Token),
+}
+
+impl Found {
+    /// Where the credential came from, without the token.
+    pub fn presented(&self) -> Presented {
+        match self {
+            Found::None => Presented::Nothing,
+            Found::One(t) => Presented::One { source: t.source },
+            Found::Two(a, b) => Presented::Two { sources: [a.source, b.source] },
+        }
+    }
+}
+
+/// Which configured sources a request's credential came from — never the token itself, so it
+/// can be logged, shown by `explain` and kept after the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Presented {
+    /// Credentials were not read: `auth: none`, a passed-through preflight, or the request was
+    /// refused before this step.
+    #[default]
+    NotRead,
+    /// No configured source held a token.
+    Nothing,
+    /// A source held something that is not a token (401 `malformed_token`).
+    Malformed,
+    /// One token; `source` indexes the configured `credentials`.
+    One { source: usize },
+    /// Two distinct tokens: an id+access pair if they verify as one.
+    Two { sources: [usize; 2] },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,17 +74,17 @@ pub fn extract(
     sources: &[CredentialSource],
     client_ids: &[String],
 ) -> Result<Found, CredentialError> {
-    let mut tokens: Vec<String> = Vec::new();
-    for source in sources {
+    let mut tokens: Vec<Token> = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
         let found = match source {
             CredentialSource::Bearer { allow_raw } => bearer(headers, *allow_raw)?,
             CredentialSource::Header(name) => named_header(headers, name)?,
             CredentialSource::Cookie(name) => cookie(headers, name)?,
             CredentialSource::AmplifyCookie => amplify(headers, client_ids)?,
         };
-        for t in found {
-            if !tokens.contains(&t) {
-                tokens.push(t);
+        for value in found {
+            if !tokens.iter().any(|t| t.value == value) {
+                tokens.push(Token { value, source: index });
             }
         }
     }
@@ -239,6 +276,10 @@ mod tests {
         m
     }
 
+    fn one(t: &str, source: usize) -> Found {
+        Found::One(Token { value: t.into(), source })
+    }
+
     fn bearer_only() -> Vec<CredentialSource> {
         vec![CredentialSource::Bearer { allow_raw: false }]
     }
@@ -248,10 +289,10 @@ mod tests {
         // TOK-01 / TOK-02: deterministic handling of each spelling.
         let b = bearer_only();
         let cases: &[(&str, Result<Found, CredentialError>)] = &[
-            (&format!("Bearer {T}"), Ok(Found::One(T.into()))),
-            (&format!("bearer {T}"), Ok(Found::One(T.into()))),
-            (&format!("BEARER {T}"), Ok(Found::One(T.into()))),
-            (&format!("Bearer  {T}"), Ok(Found::One(T.into()))),
+            (&format!("Bearer {T}"), Ok(one(T, 0))),
+            (&format!("bearer {T}"), Ok(one(T, 0))),
+            (&format!("BEARER {T}"), Ok(one(T, 0))),
+            (&format!("Bearer  {T}"), Ok(one(T, 0))),
             ("Bearer", Err(CredentialError::Malformed)),
             ("Bearer ", Err(CredentialError::Malformed)),
             ("", Err(CredentialError::Malformed)),
@@ -272,7 +313,7 @@ mod tests {
     #[test]
     fn raw_token_only_when_allowed() {
         let raw = vec![CredentialSource::Bearer { allow_raw: true }];
-        assert_eq!(extract(&h(&[("authorization", T)]), &raw, &[]), Ok(Found::One(T.into())));
+        assert_eq!(extract(&h(&[("authorization", T)]), &raw, &[]), Ok(one(T, 0)));
     }
 
     #[test]
@@ -295,16 +336,18 @@ mod tests {
             CredentialSource::Header(HeaderName::from_static("accesstoken")),
         ];
         let headers = h(&[("authorization", &format!("Bearer {T}")), ("accesstoken", T)]);
-        assert_eq!(extract(&headers, &sources, &[]), Ok(Found::One(T.into())));
+        assert_eq!(extract(&headers, &sources, &[]), Ok(one(T, 0)));
         let headers = h(&[("authorization", &format!("Bearer {T}")), ("accesstoken", "eyJo.eyJw.c2ln")]);
-        assert_eq!(extract(&headers, &sources, &[]), Ok(Found::Two(T.into(), "eyJo.eyJw.c2ln".into())));
+        let two = Found::Two(Token { value: T.into(), source: 0 }, Token { value: "eyJo.eyJw.c2ln".into(), source: 1 });
+        assert_eq!(extract(&headers, &sources, &[]), Ok(two.clone()));
+        assert_eq!(two.presented(), Presented::Two { sources: [0, 1] });
     }
 
     #[test]
     fn cookies_plain_and_amplify() {
         let plain = vec![CredentialSource::Cookie("session_jwt".into())];
         let headers = h(&[("cookie", &format!("theme=dark; session_jwt={T}"))]);
-        assert_eq!(extract(&headers, &plain, &[]), Ok(Found::One(T.into())));
+        assert_eq!(extract(&headers, &plain, &[]), Ok(one(T, 0)));
         let headers = h(&[("cookie", &format!("session_jwt={T}; session_jwt=eyJo.eyJw.c2ln"))]);
         assert_eq!(extract(&headers, &plain, &[]), Err(CredentialError::Ambiguous));
 
@@ -314,7 +357,7 @@ mod tests {
             "cookie",
             &format!("{p}.alice.accessToken={T}; {p}.bob.accessToken=eyJo.eyJw.c2ln; {p}.LastAuthUser=alice"),
         )]);
-        assert_eq!(extract(&headers, &amp, &["client1".to_owned()]), Ok(Found::One(T.into())));
+        assert_eq!(extract(&headers, &amp, &["client1".to_owned()]), Ok(one(T, 0)));
         let headers = h(&[("cookie", &format!("{p}.alice.accessToken={T}; {p}.bob.accessToken=eyJo.eyJw.c2ln"))]);
         assert_eq!(extract(&headers, &amp, &["client1".to_owned()]), Err(CredentialError::Ambiguous));
         // Unconfigured client ids are ignored.

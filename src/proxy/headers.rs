@@ -74,12 +74,25 @@ pub struct Stripped {
     pub forwarding: u32,
 }
 
+impl Stripped {
+    /// Count what was removed in `stripped_headers_total{kind}`. The caller records, once per
+    /// request, so `explain` can strip without a metrics registry.
+    pub fn record(&self, metrics: &Metrics) {
+        for (kind, n) in [("identity", self.identity), ("underscore", self.underscore), ("forwarding", self.forwarding)]
+        {
+            if n > 0 {
+                metrics.stripped_headers_total.with_label_values(&[kind]).inc_by(u64::from(n));
+            }
+        }
+    }
+}
+
 /// Remove every client header that could pose as identity or as trusted proxy metadata. Runs
 /// before anything reads the request (SPEC §4; SECURITY HDR-01..04, HDR-11, RULE-08).
 ///
 /// Every header whose name contains `_` is dropped: CGI, WSGI and PHP fold `_` and `-` into the
 /// same variable, so `X-User_Sub` would arrive as `HTTP_X_USER_SUB` (HDR-04).
-pub fn strip_untrusted(headers: &mut HeaderMap, identity: &config::IdentityHeaders, metrics: &Metrics) -> Stripped {
+pub fn strip_untrusted(headers: &mut HeaderMap, identity: &config::IdentityHeaders) -> Stripped {
     let mut stripped = Stripped::default();
     let mut doomed: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
@@ -102,13 +115,6 @@ pub fn strip_untrusted(headers: &mut HeaderMap, identity: &config::IdentityHeade
     }
     for name in doomed {
         headers.remove(&name);
-    }
-    for (kind, n) in
-        [("identity", stripped.identity), ("underscore", stripped.underscore), ("forwarding", stripped.forwarding)]
-    {
-        if n > 0 {
-            metrics.stripped_headers_total.with_label_values(&[kind]).inc_by(u64::from(n));
-        }
     }
     stripped
 }
@@ -137,32 +143,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-}
-
-/// Whether the request is a WebSocket handshake (the only upgrade that is forwarded).
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let upgrade_websocket = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    connection_upgrade && upgrade_websocket
-}
-
-/// Whether the request asks for an h2c upgrade (refused with 405, SECURITY SMUG-08).
-pub fn is_h2c_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key("http2-settings")
-        || headers
-            .get_all(header::UPGRADE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().to_ascii_lowercase().starts_with("h2c"))
 }
 
 /// Everything the upstream request needs besides the permit.

@@ -1,80 +1,72 @@
-//! The request pipeline, and nothing else (SPEC §1). Each stage is a small function from another
-//! module; this file only sequences them, top to bottom:
+//! The request pipeline, and nothing else (SPEC §1). It sequences, top to bottom:
 //!
 //! ```text
-//! check_method → headers::strip_untrusted → path::normalise → routes.find
-//!   → credentials::extract → verifier.verify → policy::decide → Permit
-//!   → headers::rewrite_for_upstream → upstream.send → access log + metrics
+//! decision::authorize (checks, strip, normalise, route, credentials, verify, policy, rewrite)
+//!   → upstream.send → response headers → access log + metrics
 //! ```
 //!
-//! Each request loads one config snapshot and uses it from start to end.
+//! Each request loads one config snapshot and uses it from start to end. The decision itself —
+//! everything up to the headers the upstream receives — is `decision::authorize`, shared with
+//! `explain` and `portcullis test`.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version, request};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::auth::credentials::{self, CredentialError, Found};
-use crate::auth::policy::{self, Authn, Permit};
-use crate::auth::verify::{PairError, TokenError, UseRule};
-use crate::config::{AuthMode, CorsPreflight};
+use crate::auth::policy::Permit;
+use crate::auth::verify::Verified;
 use crate::http::body::{ProxyBody, Streamed};
-use crate::http::error::{BadRequest, Decision, Forbidden, Reason, Rejection};
-use crate::http::path;
-use crate::proxy::headers::{self, Forwarding};
+use crate::http::error::{BadRequest, Decision, Reason, Rejection};
+use crate::proxy::decision::{self, Conn, Verdict};
+use crate::proxy::headers;
 use crate::proxy::runtime::{Runtime, Shared};
 use crate::proxy::upstream::UpstreamError;
 use crate::telemetry::metrics::Metrics;
 
-/// Facts about the downstream connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Conn {
-    pub peer: SocketAddr,
-    pub tls: bool,
-}
-
 /// What the access log records; logged once, when the request ends — or on drop, if the client
 /// went away first (SECURITY UPS-05).
-struct AccessLog {
+struct AccessLog<'rt> {
     shared: Arc<Shared>,
     start: Instant,
     request_id: HeaderValue,
     method: Method,
-    path: Option<String>,
-    route: Option<String>,
-    sub: Option<String>,
+    /// Filled in by `decision::authorize` as it goes (path, route, stripped headers).
+    verdict: Verdict<'rt>,
+    /// The identity forwarded, once the policy issued a permit.
+    sub: Option<Arc<Verified>>,
     auth: Option<Duration>,
     upstream: Option<Duration>,
     done: bool,
 }
 
-impl AccessLog {
+impl AccessLog<'_> {
     fn finish(&mut self, status: StatusCode, decision: Decision, reason: Reason) {
         self.done = true;
         self.emit(Some(status), decision, reason);
     }
 
     fn emit(&self, status: Option<StatusCode>, decision: Decision, reason: Reason) {
-        let route = self.route.as_deref().unwrap_or("none");
+        let route = self.verdict.route().map_or("none", |r| r.name.as_str());
         let total = self.start.elapsed();
         self.shared.metrics.record_request(route, decision, reason, total.as_secs_f64());
+        self.verdict.stripped.record(&self.shared.metrics);
         let micros = |d: Option<Duration>| d.map(|d| d.as_micros() as u64);
         tracing::info!(
             target: "portcullis::access",
             request_id = self.request_id.to_str().unwrap_or_default(),
             method = self.method.as_str(),
-            path = self.path.as_deref().map(crate::telemetry::log::truncate).map(tracing::field::display),
+            path = self.verdict.path.as_deref().map(crate::telemetry::log::truncate).map(tracing::field::display),
             route,
             decision = decision.as_str(),
             reason = reason.as_str(),
             status = status.map(|s| s.as_u16()),
-            sub = self.sub.as_deref().map(crate::telemetry::log::truncate).map(tracing::field::display),
+            sub = self.sub.as_deref().map(|v| crate::telemetry::log::truncate(&v.sub)).map(tracing::field::display),
             auth_us = micros(self.auth),
             upstream_us = micros(self.upstream),
             total_us = total.as_micros() as u64,
@@ -82,7 +74,7 @@ impl AccessLog {
     }
 }
 
-impl Drop for AccessLog {
+impl Drop for AccessLog<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.emit(None, Decision::Error, Reason::ClientAbort);
@@ -104,8 +96,7 @@ pub async fn handle(
         start: Instant::now(),
         request_id: request_id.clone(),
         method: req.method().clone(),
-        path: None,
-        route: None,
+        verdict: Verdict::default(),
         sub: None,
         auth: None,
         upstream: None,
@@ -127,34 +118,23 @@ pub async fn handle(
     Ok(response)
 }
 
-async fn pipeline(
-    shared: &Arc<Shared>,
-    rt: &Arc<Runtime>,
-    mut req: Request<Incoming>,
+async fn pipeline<'rt>(
+    shared: &Shared,
+    rt: &'rt Runtime,
+    req: Request<Incoming>,
     conn: Conn,
-    log: &mut AccessLog,
+    log: &mut AccessLog<'rt>,
 ) -> Result<(Response<ProxyBody>, Permit), Rejection> {
-    check_uri_length(&req, rt.config.limits.max_uri_bytes)?;
-    check_method(&req)?;
-    check_host(&req)?;
-    // Before anything reads the request: no client header may pose as identity (SPEC §4).
-    headers::strip_untrusted(req.headers_mut(), &rt.config.identity, &shared.metrics);
-
-    let path = path::normalise(req.uri().path()).map_err(|e| {
-        tracing::debug!(error = %e, "ambiguous path refused");
-        Rejection::BadRequest(BadRequest::AmbiguousPath)
-    })?;
-    log.path = Some(path.clone());
-
-    let route = rt.routes.find(req.method(), &path).ok_or(Rejection::Forbidden(Forbidden::NoRoute))?;
-    log.route = Some(route.name.clone());
-
-    let authn = authenticate(rt, route.auth, &req).await?;
-    let permit = policy::decide(route, authn, rt.issuer_names())?;
-    log.sub = permit.verified().map(|v| v.sub.clone());
+    let (mut head, body) = req.into_parts();
+    let permit = decision::authorize(rt, &mut head, conn, &log.request_id, &mut log.verdict).await?;
+    log.sub = permit.verified().cloned();
     let auth_elapsed = log.start.elapsed();
     log.auth = Some(auth_elapsed);
     shared.metrics.auth_duration_seconds.observe(auth_elapsed.as_secs_f64());
+    // `authorize` sets both before it issues a permit; refuse rather than forward anything else.
+    let (Some(route), Some(path)) = (log.verdict.route(), log.verdict.path.as_deref()) else {
+        return Err(Rejection::BadRequest(BadRequest::Malformed));
+    };
     if permit.decision() == Decision::AuditDeny {
         tracing::warn!(
             route = route.name.as_str(),
@@ -164,7 +144,8 @@ async fn pipeline(
     }
 
     let upstream_start = Instant::now();
-    let response = forward(rt, &shared.metrics, req, &permit, &path, conn, &log.request_id).await;
+    let websocket = log.verdict.websocket;
+    let response = forward(rt, &shared.metrics, head, body, path, websocket, &log.request_id).await;
     let upstream_elapsed = upstream_start.elapsed();
     log.upstream = Some(upstream_elapsed);
     shared
@@ -175,126 +156,18 @@ async fn pipeline(
     Ok((response?, permit))
 }
 
-/// A request target longer than `limits.max_uri_bytes` is a 414 before any of it is examined
-/// (SECURITY PATH-11). hyper's buffer limit (`max_header_bytes` → 431) stays the backstop for
-/// lines too long to even finish parsing.
-fn check_uri_length(req: &Request<Incoming>, max: usize) -> Result<(), Rejection> {
-    let uri = req.uri();
-    let len = uri.scheme_str().map_or(0, str::len)
-        + uri.authority().map_or(0, |a| a.as_str().len())
-        + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
-    if len > max { Err(Rejection::UriTooLong) } else { Ok(()) }
-}
-
-/// `CONNECT` and `TRACE` are never forwarded; h2c upgrades are refused; methods must be
-/// upper-case tokens (SPEC §2; SECURITY SMUG-08/09).
-fn check_method(req: &Request<Incoming>) -> Result<(), Rejection> {
-    let m = req.method();
-    if *m == Method::CONNECT || *m == Method::TRACE {
-        return Err(Rejection::MethodNotAllowed);
-    }
-    if !m.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-        return Err(Rejection::BadRequest(BadRequest::Malformed));
-    }
-    if headers::is_h2c_upgrade(req.headers()) {
-        return Err(Rejection::MethodNotAllowed);
-    }
-    Ok(())
-}
-
-/// HTTP/1.1 needs exactly one `Host`, and any `Host` must be a plain `host[:port]`: it is passed
-/// to the app and into `X-Forwarded-Host`, which apps use to build absolute URLs (RFC 9112 §3.2;
-/// SECURITY SMUG-11).
-fn check_host(req: &Request<Incoming>) -> Result<(), Rejection> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() || (host.is_none() && req.version() == Version::HTTP_11) {
-        return Err(Rejection::BadRequest(BadRequest::Malformed));
-    }
-    if let Some(h) = host {
-        let valid = h
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty() && !s.contains(['@', '/', '\\', '?', '#']))
-            .and_then(|s| s.parse::<http::uri::Authority>().ok())
-            .is_some();
-        if !valid {
-            return Err(Rejection::BadRequest(BadRequest::Malformed));
-        }
-    }
-    Ok(())
-}
-
-fn is_preflight(req: &Request<Incoming>) -> bool {
-    req.method() == Method::OPTIONS
-        && req.headers().contains_key(header::ORIGIN)
-        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-}
-
-async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> Result<Authn, Rejection> {
-    // `auth: none` never reads credentials: a token there is not parsed, not an error.
-    if auth == AuthMode::None {
-        return Ok(Authn::Skipped);
-    }
-    if rt.config.cors_preflight == CorsPreflight::Pass && is_preflight(req) {
-        return Ok(Authn::Skipped);
-    }
-    let found = match credentials::extract(req.headers(), &rt.config.credentials, rt.client_ids()) {
-        Ok(found) => found,
-        Err(CredentialError::Ambiguous) => return Err(Rejection::BadRequest(BadRequest::AmbiguousCredential)),
-        Err(CredentialError::Malformed) => return Ok(Authn::Invalid(TokenError::Malformed("credential"))),
-    };
-    Ok(match found {
-        Found::None => Authn::Anonymous,
-        Found::One(token) => match rt.verifier.verify(&token, UseRule::Issuer).await {
-            Ok(v) => Authn::Verified(v),
-            Err(e) => Authn::Invalid(e),
-        },
-        // Two different tokens: an id+access pair, or ambiguous — refused rather than guessed
-        // (SPEC §2 "Credentials").
-        Found::Two(a, b) => match rt.verifier.verify_pair(&a, &b).await {
-            Ok(v) => Authn::Verified(v),
-            Err(PairError::NotAPair) => return Err(Rejection::BadRequest(BadRequest::AmbiguousCredential)),
-            Err(PairError::Token(e)) => Authn::Invalid(e),
-        },
-    })
-}
-
+/// Send the authorised request (its head already rewritten by `authorize`) and relay the answer.
 async fn forward(
     rt: &Runtime,
     metrics: &Metrics,
-    mut req: Request<Incoming>,
-    permit: &Permit,
+    mut parts: request::Parts,
+    body: Incoming,
     path: &str,
-    conn: Conn,
+    websocket: bool,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, Rejection> {
-    let websocket = headers::is_websocket_upgrade(req.headers());
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-
-    // HTTP/2 carries the host in `:authority`; the app gets it as `Host` either way.
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(v) = HeaderValue::from_str(authority.as_str())
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-    if !rt.config.identity.forward_token {
-        credentials::strip_credential_cookies(&mut parts.headers, &rt.config.credentials, rt.client_ids());
-    }
-    let forwarding = Forwarding {
-        peer: conn.peer,
-        tls: conn.tls,
-        request_id,
-        identity: &rt.config.identity,
-        credential_headers: &rt.credential_headers,
-    };
-    headers::rewrite_for_upstream(&mut parts.headers, permit, &forwarding);
-    if websocket {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    }
+    // What `hyper::upgrade::on` takes from a request: the client side of a WebSocket tunnel.
+    let client_upgrade = websocket.then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
 
     let uri = rt.upstream.uri(path, parts.uri.query()).map_err(|_| Rejection::BadRequest(BadRequest::Malformed))?;
     let idle = rt.config.upstream.idle_timeout;

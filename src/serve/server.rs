@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{self, Config};
-use crate::proxy::pipeline::{self, Conn};
+use crate::proxy::decision::Conn;
+use crate::proxy::pipeline;
 use crate::proxy::runtime::Shared;
 
 /// Listener settings fixed when the proxy port is bound (a reload cannot change them in place).

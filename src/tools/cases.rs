@@ -11,6 +11,7 @@
 //! cases:
 //!   - name: admins open the gate
 //!     request: {method: POST, path: /gates/control}   # method defaults to GET
+//!     # request.headers: any header as a client sends it; `${token}` = the case's token
 //!     issuer: main                                     # optional with one issuer
 //!     claims: {sub: u-1, "cognito:groups": [Admins]}   # or `token: <JWT>` (verified for real)
 //!     expect: {status: 200, reason: ok, headers: {X-User-Sub: u-1, X-User-Email: ~}}
@@ -21,11 +22,11 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::config::yaml::{self, Node, Reader};
-use crate::tools::explain::{Credential, Explainer, Explanation};
+use crate::tools::explain::{self, Credential, Explainer, Explanation, Request};
 
 const CASES_KEYS: &[&str] = &["cases"];
 const CASE_KEYS: &[&str] = &["name", "request", "issuer", "claims", "token", "expect"];
-const REQUEST_KEYS: &[&str] = &["method", "path"];
+const REQUEST_KEYS: &[&str] = &["method", "path", "headers"];
 const EXPECT_KEYS: &[&str] = &["status", "reason", "headers", "response_headers"];
 
 /// One parsed case.
@@ -33,8 +34,7 @@ const EXPECT_KEYS: &[&str] = &["status", "reason", "headers", "response_headers"
 pub struct Case {
     pub name: String,
     pub line: usize,
-    pub method: String,
-    pub path: String,
+    pub request: Request,
     pub credential: Credential,
     pub expect: Expect,
 }
@@ -55,7 +55,9 @@ pub struct CaseResult {
     pub line: usize,
     pub pass: bool,
     pub failures: Vec<String>,
-    pub explanation: Explanation,
+    /// Absent when the case could not be run (claims that cannot be completed, `${token}`
+    /// without a token): the failure says why.
+    pub explanation: Option<Explanation>,
 }
 
 /// Every case's outcome.
@@ -106,8 +108,12 @@ fn case(r: &mut Reader, n: &Node, p: &str) -> Option<Case> {
             Some(mn) => r.string(mn, &format!("{rp}.method"))?,
             None => "GET".to_owned(),
         };
-        let path = r.require(&rm, "path", &rp).and_then(|pn| r.string(pn, &format!("{rp}.path")))?;
-        Some((method, path))
+        let path = r.require(&rm, "path", &rp).and_then(|pn| r.string(pn, &format!("{rp}.path")));
+        let headers = match rm.get("headers") {
+            Some(hn) => request_headers(r, hn, &format!("{rp}.headers")),
+            None => Some(Vec::new()),
+        };
+        Some(Request { method, target: path?, headers: headers?, cookies: Vec::new() })
     });
     let issuer = m.get("issuer").and_then(|n| r.string(n, &format!("{p}.issuer")));
     let credential = match (m.get("claims"), m.get("token")) {
@@ -127,8 +133,7 @@ fn case(r: &mut Reader, n: &Node, p: &str) -> Option<Case> {
         (None, None) => Some(Credential::None),
     };
     let expect = r.require(&m, "expect", p).and_then(|n| expect(r, n, &format!("{p}.expect")));
-    let (method, path) = request?;
-    Some(Case { name: name?, line: n.span.line, method, path, credential: credential?, expect: expect? })
+    Some(Case { name: name?, line: n.span.line, request: request?, credential: credential?, expect: expect? })
 }
 
 fn expect(r: &mut Reader, n: &Node, p: &str) -> Option<Expect> {
@@ -145,6 +150,25 @@ fn expect(r: &mut Reader, n: &Node, p: &str) -> Option<Expect> {
     let headers = header_map(r, m.get("headers"), &format!("{p}.headers"));
     let response_headers = header_map(r, m.get("response_headers"), &format!("{p}.response_headers"));
     Some(Expect { status: status?, reason, headers: headers?, response_headers: response_headers? })
+}
+
+/// `request.headers`: header name → the value a client sends (a string).
+fn request_headers(r: &mut Reader, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
+    let yaml::Value::Map(entries) = &n.value else {
+        r.error(n.span, p, "expected a mapping of header name to value");
+        return None;
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let name = r.string(k, p)?;
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            r.error(k.span, p, format!("`{name}` is not a header name"));
+            continue;
+        }
+        let value = r.string(v, &format!("{p}.{name}"))?;
+        out.push((name, value));
+    }
+    Some(out)
 }
 
 fn is_null(n: &Node) -> bool {
@@ -211,26 +235,28 @@ fn json(r: &mut Reader, n: &Node, p: &str) -> Option<Value> {
     }
 }
 
-/// Run every case against `config`. Claims cases are signed locally; token cases are verified
-/// against the configured JWKS.
+/// Run every case against `config`. Claims cases are signed locally; a case with a real token
+/// (`token:`, or one placed by hand in `request.headers`) is verified against the configured JWKS.
 pub async fn run(config: &Config, cases: &[Case], file: &str) -> Result<Report, String> {
-    let needs_tokens = cases.iter().any(|c| matches!(c.credential, Credential::Token(_)));
+    let needs_real = cases.iter().any(|c| explain::needs_real_keys(&c.request, &c.credential));
     let local = Explainer::for_claims(config.clone()).await?;
-    let real = if needs_tokens { Some(Explainer::for_tokens(config.clone()).await?) } else { None };
+    let real = if needs_real { Some(Explainer::for_tokens(config.clone()).await?) } else { None };
     let mut results = Vec::new();
     for case in cases {
-        let engine = match (&case.credential, &real) {
-            (Credential::Token(_), Some(real)) => real,
+        let engine = match &real {
+            Some(real) if explain::needs_real_keys(&case.request, &case.credential) => real,
             _ => &local,
         };
-        let ex = engine.explain(&case.method, &case.path, &case.credential).await;
-        let failures = compare(&case.expect, &ex);
+        let (failures, explanation) = match engine.explain(&case.request, &case.credential).await {
+            Ok(ex) => (compare(&case.expect, &ex), Some(ex)),
+            Err(e) => (vec![format!("cannot run the case: {e}")], None),
+        };
         results.push(CaseResult {
             name: case.name.clone(),
             line: case.line,
             pass: failures.is_empty(),
             failures,
-            explanation: ex,
+            explanation,
         });
     }
     let passed = results.iter().filter(|r| r.pass).count();
@@ -274,13 +300,17 @@ pub fn render_text(report: &Report) -> String {
     let mut o = String::new();
     let width = report.cases.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).min(48);
     for c in &report.cases {
-        let ex = &c.explanation;
         let mark = if c.pass { "PASS" } else { "FAIL" };
-        let route = ex.route.as_deref().unwrap_or("none");
-        o.push_str(&format!(
-            "{mark}  {:<width$}  {} {} → {} {} ({}) via route {route}\n",
-            c.name, ex.method, ex.path, ex.status, ex.decision, ex.reason
-        ));
+        match &c.explanation {
+            Some(ex) => {
+                let route = ex.route.as_deref().unwrap_or("none");
+                o.push_str(&format!(
+                    "{mark}  {:<width$}  {} {} → {} {} ({}) via route {route}\n",
+                    c.name, ex.method, ex.path, ex.status, ex.decision, ex.reason
+                ));
+            }
+            None => o.push_str(&format!("{mark}  {}\n", c.name)),
+        }
         for f in &c.failures {
             o.push_str(&format!("      {}:{}: {f}\n", report.file, c.line));
         }
@@ -308,6 +338,27 @@ mod tests {
         assert!(all.contains("c.yaml:5:") && all.contains("between 100 and 599"), "{all}");
     }
 
+    /// SPEC §5: `request.headers` as a client sends them, `${token}` standing for the token
+    /// minted from the case's claims (then it is not also sent as `Authorization: Bearer`).
+    #[tokio::test]
+    async fn request_headers_carry_the_token_where_the_case_puts_it() {
+        let src = "cases:\n  - name: by hand\n    request: {path: /orders, headers: {accessToken: \"${token}\"}}\n    claims: {sub: u-2}\n    expect: {status: 200, headers: {X-User-Sub: u-2}}\n  - name: header only\n    request: {path: /orders, headers: {X-Other: \"${token}\"}}\n    claims: {sub: u-3}\n    expect: {status: 401}\n";
+        let cases = parse(src, "c.yaml", &|_| None).unwrap();
+        assert_eq!(cases[0].request.headers, vec![("accessToken".to_owned(), "${token}".to_owned())]);
+        let config = crate::config::parse(
+            "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:8000\nissuers:\n  - name: main\n    issuer: https://idp.example/pool\n    jwks_uri: https://idp.example/pool/jwks.json\n    client_ids: [c]\n    token_use: access\ncredentials:\n  - bearer\n  - header: accessToken\nroutes:\n  - name: app\n    path: /**\n",
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let report = run(&config, &cases, "c.yaml").await.unwrap();
+        assert_eq!((report.passed, report.failed), (2, 0), "{report:?}");
+        let found = report.cases[0].explanation.as_ref().map(|ex| ex.credential.sources.clone());
+        assert_eq!(found, Some(vec!["header accesstoken".to_owned()]));
+        let bad = "cases:\n  - name: a\n    request: {path: /x, headers: {X-A: [1]}}\n    expect: {status: 200}\n";
+        assert!(parse(bad, "c.yaml", &|_| None).unwrap_err().join("\n").contains("c.yaml:3:"));
+    }
+
     #[test]
     fn claims_are_typed_like_json() {
         let src = "cases:\n  - name: a\n    request: {path: /x}\n    claims: {sub: u, num: 12, f: 1.5, b: true, z: ~, l: [a, \"0123\"]}\n    expect: {status: 200, headers: {X-A: ~, X-B: v}}\n";
@@ -317,7 +368,7 @@ mod tests {
             Value::Object(claims.clone()),
             serde_json::json!({"sub": "u", "num": 12, "f": 1.5, "b": true, "z": null, "l": ["a", "0123"]})
         );
-        assert_eq!(cases[0].method, "GET");
+        assert_eq!(cases[0].request.method, "GET");
         assert_eq!(cases[0].expect.headers, vec![("X-A".into(), None), ("X-B".into(), Some("v".into()))]);
     }
 }

@@ -1,46 +1,75 @@
-//! `portcullis explain` and the engine behind `portcullis test` (SPEC §5): run one request
-//! through the real pipeline pieces — `path::normalise`, `RouteTable::candidates`,
-//! `Verifier::verify`, `policy::decide`, `headers::strip_untrusted` /
-//! `headers::rewrite_for_upstream`, `Rejection::into_response` — without a network listener or
-//! an upstream, and record every step.
+//! `portcullis explain` and the engine behind `portcullis test` (SPEC §5): one request, as a
+//! client would send it, through [`decision::authorize`] — the very function the proxy calls —
+//! without a listener or an upstream, and every step it took: the normalised path, the routes that
+//! matched and why one won, where the credential was found, what verification said, each
+//! requirement with its values, the status and the headers the upstream would receive (or the
+//! refusal the client would get). Nothing here decides anything itself.
 //!
-//! Credentials: a real token is verified against the configured issuers' JWKS (fetched). Claims
-//! given as JSON (`--claims`, CASES.yaml) are completed from the issuer (`iss`, `exp`, `iat`,
-//! `token_use`, `client_id`/`aud`), signed with a throw-away local key that this engine — and
-//! only this engine — installs as every issuer's key set, and then go through the very same
-//! verification and policy code. Such an explanation is marked `verified: false`: the signature
-//! proves nothing about who sent it. Nothing here is used when serving.
-//!
-//! The per-requirement pass/fail list is for reading; the status and reason always come from
-//! `policy::decide` itself (a test keeps the two in agreement).
+//! Credentials: a real token (`--token`, or placed by hand in `--header`/`--cookie`) is verified
+//! against the configured issuers' JWKS (fetched). Claims given as JSON (`--claims`, CASES.yaml)
+//! are completed from the issuer (`iss`, `exp`, `iat`, `token_use`, `client_id`/`aud`), signed
+//! with a throw-away local key that this engine — and only this engine — installs as every
+//! issuer's key set, and then go through the very same verification and policy code. Such an
+//! explanation is marked `verified: false`: the signature proves nothing about who sent it. The
+//! token is sent as `Authorization: Bearer`, unless a header or cookie value holds `${token}`:
+//! then it goes there instead. Nothing here is used when serving.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri, Version};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::auth::credentials::Presented;
 use crate::auth::jwks::{FetchError, KeySource};
-use crate::auth::policy::{self, Authn, Check, Permit};
+use crate::auth::policy::{self, Check};
 use crate::auth::route;
-use crate::auth::verify::{UseRule, Verified};
-use crate::config::Route;
-use crate::config::{AuthMode, Config, TokenUse};
-use crate::http::error::{BadRequest, Forbidden, Rejection};
-use crate::http::path;
-use crate::proxy::headers::{self, Forwarding};
+use crate::config::{AuthMode, Config, CredentialSource, Route, TokenUse};
+use crate::http::error::{BadRequest, Rejection};
+use crate::proxy::decision::{self, Conn, Verdict};
 use crate::proxy::runtime::Runtime;
 use crate::telemetry::metrics::Metrics;
 use crate::tools::mint::SigningKey;
 
 /// The client address `explain` pretends the request came from (TEST-NET-1, RFC 5737).
 pub const EXPLAIN_PEER: &str = "192.0.2.10:50000";
-/// The `Host` the pretend client sends.
+/// The `Host` the pretend client sends unless the request names one.
 pub const EXPLAIN_HOST: &str = "app.example";
 const REQUEST_ID: &str = "explain";
+/// Stands for the credential's token in header and cookie values.
+pub const TOKEN_PLACEHOLDER: &str = "${token}";
+
+/// One request as a client would send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The request target: the path and query, as sent.
+    pub target: String,
+    /// Header lines in order (`Host: app.example` is added when none is given).
+    pub headers: Vec<(String, String)>,
+    /// `name=value` pairs, sent as one `Cookie` header.
+    pub cookies: Vec<String>,
+}
+
+impl Request {
+    /// `GET`-style request for `target` with no headers or cookies.
+    pub fn new(method: &str, target: &str) -> Request {
+        Request { method: method.to_owned(), target: target.to_owned(), headers: Vec::new(), cookies: Vec::new() }
+    }
+
+    /// Whether a header or cookie value carries a token of its own (a JWT starts `eyJ`), which
+    /// only the configured key sets can verify.
+    fn carries_a_token(&self) -> bool {
+        self.headers.iter().map(|(_, v)| v).chain(&self.cookies).any(|v| v.contains("eyJ"))
+    }
+
+    fn places_the_token(&self) -> bool {
+        self.headers.iter().map(|(_, v)| v).chain(&self.cookies).any(|v| v.contains(TOKEN_PLACEHOLDER))
+    }
+}
 
 /// The credential of an explained request.
 #[derive(Debug, Clone)]
@@ -54,6 +83,16 @@ pub enum Credential {
         claims: Map<String, Value>,
         issuer: Option<String>,
     },
+}
+
+/// Whether explaining `request` with `credential` needs the configured key sets (a real token)
+/// rather than the throw-away local key (claims, or nothing to verify).
+pub fn needs_real_keys(request: &Request, credential: &Credential) -> bool {
+    match credential {
+        Credential::Token(_) => true,
+        Credential::Claims { .. } => false,
+        Credential::None => request.carries_a_token(),
+    }
 }
 
 /// A route that matched the path.
@@ -73,8 +112,15 @@ pub struct Candidate {
 /// What was learnt from the credential.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CredentialReport {
-    /// `none`, `token` or `claims`.
+    /// What was given to `explain`: `none`, `token` or `claims`.
     pub kind: &'static str,
+    /// What the request carried, as the proxy read it: `not_read`, `none`, `malformed`, `token`,
+    /// or `two_tokens` (an id+access pair when they verify as one).
+    pub found: &'static str,
+    /// The configured sources it came from (`bearer`, `header accesstoken`, `cookie session`,
+    /// `cookie amplify`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
     /// True only when a real token's signature verified against configured keys.
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,16 +246,31 @@ impl Explainer {
         Ok(Value::Object(out))
     }
 
-    /// Explain one request.
-    pub async fn explain(&self, method: &str, raw_path: &str, credential: &Credential) -> Explanation {
+    /// Explain one request. `Err` is a mistake in the request itself (a header that is not
+    /// `Name: value`, claims that cannot be completed, `${token}` without a token), not a refusal.
+    pub async fn explain(&self, request: &Request, credential: &Credential) -> Result<Explanation, String> {
+        let rt = &self.runtime;
+        let mut credential_report = CredentialReport { kind: "none", ..Default::default() };
+        let token = match credential {
+            Credential::None => None,
+            Credential::Token(t) => {
+                credential_report.kind = "token";
+                Some(t.trim().to_owned())
+            }
+            Credential::Claims { claims, issuer } => {
+                credential_report.kind = "claims";
+                let local = self.local.as_ref().ok_or("claims need an explainer made with for_claims")?;
+                Some(local.mint(&self.complete_claims(claims, issuer.as_deref())?))
+            }
+        };
         let mut ex = Explanation {
-            method: method.to_owned(),
-            path: raw_path.to_owned(),
+            method: request.method.clone(),
+            path: request.target.clone(),
             normalised_path: None,
             path_error: None,
             routes: Vec::new(),
             route: None,
-            credential: CredentialReport { kind: "none", ..Default::default() },
+            credential: credential_report,
             checks: Vec::new(),
             status: 0,
             decision: "",
@@ -218,156 +279,178 @@ impl Explainer {
             upstream_headers: Vec::new(),
             response_headers: Vec::new(),
         };
-        // Credentials as the client would present them (a Bearer header).
-        let token = match credential {
-            Credential::None => None,
-            Credential::Token(t) => {
-                ex.credential.kind = "token";
-                Some(t.clone())
-            }
-            Credential::Claims { claims, issuer } => {
-                ex.credential.kind = "claims";
-                ex.credential.note = Some(
-                    "claims given as JSON: signed locally for this explanation, so the signature proves nothing (unverified)"
-                        .to_owned(),
-                );
-                match (self.complete_claims(claims, issuer.as_deref()), &self.local) {
-                    (Ok(full), Some(local)) => Some(local.mint(&full)),
-                    (Ok(_), None) => {
-                        ex.credential.error = Some("claims need an explainer made with for_claims".to_owned());
-                        None
-                    }
-                    (Err(e), _) => {
-                        ex.credential.error = Some(e);
-                        None
-                    }
-                }
-            }
+        // What hyper would refuse before Portcullis sees the request: 400.
+        let Some(mut head) = head(request, token.as_deref())? else {
+            self.refused(&mut ex, Rejection::BadRequest(BadRequest::Malformed), None);
+            return Ok(ex);
         };
-        let outcome = self.decide(&mut ex, method, raw_path, token.as_deref()).await;
+        let origin = head.headers.get(header::ORIGIN).cloned();
+        let peer = EXPLAIN_PEER.parse().unwrap_or_else(|_| std::net::SocketAddr::from(([192, 0, 2, 10], 50000)));
+        let conn = Conn { peer, tls: rt.config.tls.is_some() };
+        let request_id = HeaderValue::from_static(REQUEST_ID);
+        let mut verdict = Verdict::default();
+        let outcome = decision::authorize(rt, &mut head, conn, &request_id, &mut verdict).await;
+
+        ex.path_error = verdict.path_error.map(|e| e.to_string());
+        ex.normalised_path = verdict.path.clone();
+        ex.routes = candidates(&verdict.candidates);
+        ex.route = verdict.route().map(|r| r.name.clone());
+        self.report_credential(&mut ex, &verdict, credential);
         match outcome {
             Ok(permit) => {
                 ex.status = 200;
                 ex.decision = permit.decision().as_str();
                 ex.reason = permit.reason().as_str();
                 ex.forwarded = true;
-                ex.upstream_headers = self.upstream_headers(&permit, token.as_deref());
+                ex.upstream_headers = redacted(&head.headers, &rt.config.credentials, &rt.credential_headers);
             }
-            Err(rejection) => {
-                ex.decision = rejection.decision().as_str();
-                ex.reason = rejection.reason().as_str();
-                let response = rejection.into_response(REQUEST_ID, None);
-                ex.status = response.status().as_u16();
-                ex.response_headers = sorted(response.headers());
-            }
+            Err(rejection) => self.refused(&mut ex, rejection, origin.as_ref()),
         }
-        // A locally signed credential never counts as verified.
-        ex.credential.verified = ex.credential.verified && matches!(credential, Credential::Token(_));
-        ex
+        Ok(ex)
     }
 
-    /// The decision steps, recording each one in `ex`; `Ok` means the request is forwarded
-    /// (`status` 200 stands for "whatever the upstream answers").
-    async fn decide(
-        &self,
-        ex: &mut Explanation,
-        method: &str,
-        raw_path: &str,
-        token: Option<&str>,
-    ) -> Result<Permit, Rejection> {
+    fn refused(&self, ex: &mut Explanation, rejection: Rejection, origin: Option<&HeaderValue>) {
+        ex.decision = rejection.decision().as_str();
+        ex.reason = rejection.reason().as_str();
+        let response = rejection.into_response(REQUEST_ID, origin);
+        ex.status = response.status().as_u16();
+        ex.response_headers = sorted(response.headers());
+    }
+
+    fn report_credential(&self, ex: &mut Explanation, verdict: &Verdict<'_>, credential: &Credential) {
         let rt = &self.runtime;
-        let method = Method::from_bytes(method.as_bytes()).map_err(|_| Rejection::BadRequest(BadRequest::Malformed))?;
-        if method == Method::CONNECT || method == Method::TRACE {
-            return Err(Rejection::MethodNotAllowed);
-        }
-        if !method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-            return Err(Rejection::BadRequest(BadRequest::Malformed));
-        }
-        let target = raw_path.split('?').next().unwrap_or_default();
-        let normalised = path::normalise(target).map_err(|e| {
-            ex.path_error = Some(e.to_string());
-            Rejection::BadRequest(BadRequest::AmbiguousPath)
-        })?;
-        ex.normalised_path = Some(normalised.clone());
-
-        let candidates = rt.routes.candidates(&method, &normalised);
-        ex.routes = candidates
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let why = match i {
-                    0 => candidates.get(1).map(|next| format!("beats `{}`: {}", next.name, route::precedence(r, next))),
-                    _ => Some(route::precedence(candidates[0], r)),
-                };
-                candidate(r, i == 0, why)
-            })
-            .collect();
-        let route = *candidates.first().ok_or(Rejection::Forbidden(Forbidden::NoRoute))?;
-        ex.route = Some(route.name.clone());
-
-        let authn = if route.auth == AuthMode::None {
-            ex.credential.note.get_or_insert_with(|| "auth: none: credentials are not read".to_owned());
-            Authn::Skipped
-        } else {
-            match token {
-                None if ex.credential.error.is_some() => {
-                    Authn::Invalid(crate::auth::verify::TokenError::Malformed("claims could not be completed"))
-                }
-                None => Authn::Anonymous,
-                Some(t) => match rt.verifier.verify(t, UseRule::Issuer).await {
-                    Ok(v) => {
-                        self.report_identity(ex, &v);
-                        ex.checks = policy::checks(&route.require, &v, rt.issuer_names());
-                        Authn::Verified(v)
-                    }
-                    Err(e) => {
-                        ex.credential.error = Some(format!("{}: {e}", e.reason().as_str()));
-                        Authn::Invalid(e)
-                    }
-                },
-            }
-        };
-        policy::decide(route, authn, rt.issuer_names())
-    }
-
-    fn report_identity(&self, ex: &mut Explanation, v: &Verified) {
         let c = &mut ex.credential;
-        c.verified = true;
-        c.issuer = self.runtime.issuer_names().get(v.issuer).cloned();
-        c.token_use = Some(v.token_use.as_str());
-        c.sub = Some(v.sub.clone());
-        c.client_id = Some(v.client_id.clone());
-        c.groups = Some(v.groups.clone());
-        c.scope = Some(v.scope.clone());
-    }
-
-    /// The request as a client would send it, rewritten exactly as the proxy rewrites it.
-    fn upstream_headers(&self, permit: &Permit, token: Option<&str>) -> Vec<(String, String)> {
-        let rt = &self.runtime;
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static(EXPLAIN_HOST));
-        if let Some(t) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
-            h.insert(header::AUTHORIZATION, t);
-        }
-        headers::strip_untrusted(&mut h, &rt.config.identity, &Metrics::new());
-        let request_id = HeaderValue::from_static(REQUEST_ID);
-        let forwarding = Forwarding {
-            peer: EXPLAIN_PEER.parse().unwrap_or_else(|_| std::net::SocketAddr::from(([192, 0, 2, 10], 50000))),
-            tls: rt.config.tls.is_some(),
-            request_id: &request_id,
-            identity: &rt.config.identity,
-            credential_headers: &rt.credential_headers,
+        let source = |i: usize| rt.config.credentials.get(i).map(describe_source).unwrap_or_default();
+        (c.found, c.sources) = match verdict.credential {
+            Presented::NotRead => ("not_read", Vec::new()),
+            Presented::Nothing => ("none", Vec::new()),
+            Presented::Malformed => ("malformed", Vec::new()),
+            Presented::One { source: i } => ("token", vec![source(i)]),
+            Presented::Two { sources: [a, b] } => ("two_tokens", vec![source(a), source(b)]),
         };
-        headers::rewrite_for_upstream(&mut h, permit, &forwarding);
-        let mut out = sorted(&h);
-        // Never print a credential, even one the app is configured to receive.
-        for (name, value) in &mut out {
-            if name == "authorization" {
-                *value = format!("Bearer <the presented token, {} bytes>", token.map_or(0, str::len));
-            }
+        if verdict.credential == Presented::NotRead
+            && let Some(route) = verdict.route()
+        {
+            c.note = Some(if route.auth == AuthMode::None {
+                "auth: none: credentials are not read".to_owned()
+            } else {
+                "CORS preflight passed through without authentication: credentials are not read".to_owned()
+            });
         }
-        out
+        if matches!(credential, Credential::Claims { .. }) {
+            c.note = Some(
+                "claims given as JSON: signed locally for this explanation, so the signature proves nothing (unverified)"
+                    .to_owned(),
+            );
+        }
+        match &verdict.verification {
+            Some(Ok(v)) => {
+                // A locally signed credential never counts as verified.
+                c.verified = !matches!(credential, Credential::Claims { .. });
+                c.issuer = rt.issuer_names().get(v.issuer).cloned();
+                c.token_use = Some(v.token_use.as_str());
+                c.sub = Some(v.sub.clone());
+                c.client_id = Some(v.client_id.clone());
+                c.groups = Some(v.groups.clone());
+                c.scope = Some(v.scope.clone());
+                if let Some(route) = verdict.route() {
+                    ex.checks = policy::checks(&route.require, v, rt.issuer_names());
+                }
+            }
+            Some(Err(e)) => c.error = Some(format!("{}: {e}", e.reason().as_str())),
+            None => {}
+        }
     }
+}
+
+/// The request head a client would send: the method and target parsed as hyper parses them
+/// (`None` where hyper would refuse with 400), `Host` unless given, the headers, the cookies as
+/// one `Cookie` line, and the token where `${token}` says or else as `Authorization: Bearer`.
+fn head(request: &Request, token: Option<&str>) -> Result<Option<http::request::Parts>, String> {
+    let place = |v: &str| -> Result<String, String> {
+        match (v.contains(TOKEN_PLACEHOLDER), token) {
+            (false, _) => Ok(v.to_owned()),
+            (true, Some(t)) => Ok(v.replace(TOKEN_PLACEHOLDER, t)),
+            (true, None) => Err(format!("`{TOKEN_PLACEHOLDER}` needs a token: give --token or --claims")),
+        }
+    };
+    let mut headers = HeaderMap::new();
+    if !request.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        headers.insert(header::HOST, HeaderValue::from_static(EXPLAIN_HOST));
+    }
+    for (name, value) in &request.headers {
+        let n = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("`{name}` is not a header name"))?;
+        let v = HeaderValue::from_str(place(value.trim())?.as_str())
+            .map_err(|_| format!("the value of `{name}` cannot be sent in a header"))?;
+        headers.append(n, v);
+    }
+    if !request.cookies.is_empty() {
+        let pairs = request.cookies.iter().map(|c| place(c.trim())).collect::<Result<Vec<_>, _>>()?;
+        if let Some(bad) = pairs.iter().find(|c| !c.contains('=')) {
+            return Err(format!("`{bad}` is not a cookie: give name=value"));
+        }
+        let line = HeaderValue::from_str(&pairs.join("; ")).map_err(|_| "the cookies cannot be sent in a header")?;
+        headers.append(header::COOKIE, line);
+    }
+    if let Some(t) = token.filter(|_| !request.places_the_token()) {
+        let bearer =
+            HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| "the token cannot be sent in a header")?;
+        headers.append(header::AUTHORIZATION, bearer);
+    }
+    let (Ok(method), Ok(uri)) = (Method::from_bytes(request.method.as_bytes()), request.target.parse::<Uri>()) else {
+        return Ok(None);
+    };
+    let (mut head, ()) = http::Request::new(()).into_parts();
+    head.method = method;
+    head.uri = uri;
+    head.version = Version::HTTP_11;
+    head.headers = headers;
+    Ok(Some(head))
+}
+
+/// How a configured source is named in an explanation.
+fn describe_source(s: &CredentialSource) -> String {
+    match s {
+        CredentialSource::Bearer { .. } => "bearer".to_owned(),
+        CredentialSource::Header(h) => format!("header {h}"),
+        CredentialSource::Cookie(c) => format!("cookie {c}"),
+        CredentialSource::AmplifyCookie => "cookie amplify".to_owned(),
+    }
+}
+
+/// The upstream headers by name, with every credential replaced by its length: the app may be
+/// configured to receive them (`forward_token`), but an explanation never prints one.
+fn redacted(h: &HeaderMap, sources: &[CredentialSource], credential_headers: &[HeaderName]) -> Vec<(String, String)> {
+    let hidden = |v: &str| format!("<credential, {} bytes>", v.len());
+    let mut out = sorted(h);
+    for (name, value) in &mut out {
+        if name == header::AUTHORIZATION.as_str() {
+            *value = match value.split_once(' ') {
+                Some((scheme, rest)) => format!("{scheme} {}", hidden(rest)),
+                None => hidden(value),
+            };
+        } else if credential_headers.iter().any(|c| c.as_str() == name.as_str()) {
+            *value = hidden(value);
+        } else if name == header::COOKIE.as_str() {
+            let is_credential = |cookie: &str| {
+                sources.iter().any(|s| match s {
+                    CredentialSource::Cookie(n) => n == cookie,
+                    CredentialSource::AmplifyCookie => cookie.starts_with("CognitoIdentityServiceProvider."),
+                    _ => false,
+                })
+            };
+            *value = value
+                .split(';')
+                .map(str::trim)
+                .map(|pair| match pair.split_once('=') {
+                    Some((n, v)) if is_credential(n.trim()) => format!("{n}={}", hidden(v)),
+                    _ => pair.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+    }
+    out
 }
 
 fn sorted(h: &HeaderMap) -> Vec<(String, String)> {
@@ -381,18 +464,32 @@ fn sorted(h: &HeaderMap) -> Vec<(String, String)> {
     out
 }
 
+/// The matching routes for display, with why the chosen one won.
+fn candidates(routes: &[&Route]) -> Vec<Candidate> {
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let why = match i {
+                0 => routes.get(1).map(|next| format!("beats `{}`: {}", next.name, route::precedence(r, next))),
+                _ => Some(route::precedence(routes[0], r)),
+            };
+            candidate(r, i == 0, why)
+        })
+        .collect()
+}
+
 fn candidate(r: &Route, chosen: bool, why: Option<String>) -> Candidate {
-    let c = r;
     Candidate {
-        name: c.name.clone(),
-        pattern: c.path.to_string(),
-        methods: c.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str().to_owned()).collect()),
-        auth: match c.auth {
+        name: r.name.clone(),
+        pattern: r.path.to_string(),
+        methods: r.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str().to_owned()).collect()),
+        auth: match r.auth {
             AuthMode::None => "none",
             AuthMode::Optional => "optional",
             AuthMode::Required => "required",
         },
-        mode: match c.mode {
+        mode: match r.mode {
             crate::config::Mode::Enforce => "enforce",
             crate::config::Mode::Audit => "audit",
         },
@@ -422,12 +519,20 @@ pub fn render_text(ex: &Explanation) -> String {
         line(if i == 0 { "routes" } else { "" }, text);
     }
     let c = &ex.credential;
-    let mut cred = match c.kind {
-        "token" if c.verified => "token (signature verified against the configured JWKS)".to_owned(),
-        "token" => "token (did not verify)".to_owned(),
-        "claims" => "claims (UNVERIFIED: signed locally, the signature proves nothing)".to_owned(),
+    let mut cred = match (c.found, c.sources.as_slice()) {
+        ("token", [source]) => format!("token from {source}"),
+        ("two_tokens", [a, b]) => format!("two tokens, from {a} and {b} (an id+access pair if they verify as one)"),
+        ("malformed", _) => "malformed (a source holds something that is not a token)".to_owned(),
+        ("not_read", _) => "not read".to_owned(),
         _ => "none".to_owned(),
     };
+    if matches!(c.found, "token" | "two_tokens") {
+        cred.push_str(match (c.kind, c.verified, &c.error) {
+            ("claims", _, None) => " (claims: UNVERIFIED, signed locally, the signature proves nothing)",
+            (_, true, _) => " (signature verified against the configured JWKS)",
+            _ => " (did not verify)",
+        });
+    }
     if let Some(e) = &c.error {
         cred.push_str(&format!("; error: {e}"));
     }
@@ -444,8 +549,8 @@ pub fn render_text(ex: &Explanation) -> String {
             ),
         );
     }
-    if c.note.is_some() && c.kind != "claims" {
-        line("", c.note.clone().unwrap_or_default());
+    if let Some(note) = c.note.as_ref().filter(|_| c.kind != "claims") {
+        line("", note.clone());
     }
     for (i, ch) in ex.checks.iter().enumerate() {
         let mark = if ch.pass { "pass" } else { "FAIL" };
