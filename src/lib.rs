@@ -6,6 +6,7 @@
 //! ones listed before it (README "Architecture"; `tests/layout.rs` checks it):
 //! `http` → `config`, `telemetry` → `auth` → `proxy` → `serve` → `tools`.
 #![forbid(unsafe_code)]
+#![warn(clippy::disallowed_methods)]
 
 pub mod http;
 

@@ -3,8 +3,8 @@
 //! policy that turns all of it into a `Permit` or a refusal. Knows nothing about sockets or the
 //! upstream.
 
-pub mod credentials;
-pub mod identity;
+pub(crate) mod credentials;
+pub(crate) mod identity;
 pub mod jwks;
 pub mod policy;
 pub mod route;

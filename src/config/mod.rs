@@ -9,9 +9,9 @@ use std::path::Path;
 mod decode;
 pub mod lint;
 mod model;
-pub mod pattern;
+pub(crate) mod pattern;
 pub mod schema;
-pub mod yaml;
+pub(crate) mod yaml;
 
 pub use decode::{SCHEMA_KEYS, check_jwks_uri};
 pub use model::*;

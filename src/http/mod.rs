@@ -2,7 +2,7 @@
 //! normaliser, the well-formedness checks on a request head, and the one mapping from a refusal
 //! to an HTTP response.
 
-pub mod body;
+pub(crate) mod body;
 pub mod error;
 pub mod path;
-pub mod request;
+pub(crate) mod request;

@@ -3,6 +3,6 @@
 
 pub mod decision;
 pub mod headers;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod runtime;
 pub mod upstream;

@@ -1,6 +1,6 @@
 //! The running process: listeners (proxy and admin), the app that binds them, and hot reload.
 
-pub mod admin;
-pub mod app;
+pub(crate) mod admin;
+pub(crate) mod app;
 pub mod reload;
-pub mod server;
+pub(crate) mod server;

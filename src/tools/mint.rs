@@ -71,7 +71,8 @@ impl SigningKey {
     }
 }
 
-/// Unix time now, in seconds.
+/// Unix time now, in seconds (minted `iat`/`exp` are wall-clock timestamps).
+#[allow(clippy::disallowed_methods)]
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -280,6 +280,8 @@ impl IssuerKeys {
                 }
                 log_rotation(&self.name, previous.as_ref().map(|c| &*c.set), &set);
                 self.metrics.jwks_keys.with_label_values(&[&self.name]).set(set.len() as i64);
+                // Exported as a Unix timestamp: the wall clock is the point.
+                #[allow(clippy::disallowed_methods)]
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
                 self.metrics.jwks_last_success_timestamp_seconds.with_label_values(&[&self.name]).set(now);
                 self.current.store(Some(Arc::new(Current { set: Arc::new(set), fetched_at: Instant::now() })));

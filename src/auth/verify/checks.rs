@@ -127,6 +127,8 @@ impl Verifier {
     }
 }
 
+/// Token times (`exp`, `nbf`, `iat`) are Unix timestamps: verification reads the wall clock.
+#[allow(clippy::disallowed_methods)]
 pub(super) fn now() -> Result<f64, TokenError> {
     unix_seconds(SystemTime::now())
 }
