@@ -4,7 +4,7 @@
 //! prints them, `run` and every applied reload log them ([`log_findings`]).
 //!
 //! Codes: `audit_mode`, `forward_token`, `user_writable_claim`, `unreachable_route`,
-//! `shadowed_route`, `public_under_protected`, `unsatisfiable`.
+//! `shadowed_route`, `public_under_protected`, `unsatisfiable`, `non_loopback_upstream`.
 
 use http::Method;
 use serde::Serialize;

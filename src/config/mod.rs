@@ -1,8 +1,9 @@
-//! The configuration file (SPEC §2): strict decoding from the spanned YAML tree into typed,
-//! validated structs. Every problem is collected and reported at once with file, line and
-//! column; a config with any error is never returned. Owns validation of values and of
-//! cross-references (issuer names, route patterns, templates); does not own route matching
-//! (`route`), YAML syntax (`yaml`) or what the values do at run time.
+//! The configuration file (SPEC §2): [`load`] and [`parse`] read the strict, spanned YAML tree
+//! (`yaml`) and decode it section by section (`decode`) into the typed values of `model`. Every
+//! problem is collected and reported at once with file, line and column; a config with any error
+//! is never returned. Owns validation of values and of cross-references (issuer names, route
+//! patterns — `pattern` —, templates). The lints (`lint`) are separate: decoding never runs them.
+//! Does not own route matching (`auth::route`) or what the values do at run time.
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! response. Other modules return their own error types; the pipeline converts them into a
 //! [`Rejection`] and [`Rejection::into_response`] is the only code that knows statuses,
 //! `WWW-Authenticate` forms and body shapes (SPEC §3). It does not log: the access log records the
-//! outcome once, in `proxy`.
+//! outcome once, in `proxy::pipeline`.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};

@@ -2,7 +2,8 @@
 //! and sets identity headers. [`strip_untrusted`] runs first on every request, on every route;
 //! [`rewrite_for_upstream`] runs last, after the policy issued a [`Permit`], and is the only
 //! place identity is added — so nothing a client sent can pose as identity, and identity only
-//! comes from a token that passed verification for this route.
+//! comes from a token that passed verification for this route. The identity values themselves
+//! are encoded by `auth::identity`, once per verified token.
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,6 @@
 //! Hot reload (SPEC §6 "Reload"): re-read the config file (and the TLS certificate and key it
 //! names), validate everything, build a complete new [`Runtime`], and only then swap it in
-//! atomically. Requests already running keep the snapshot they loaded (`proxy::handle` holds one
+//! atomically. Requests already running keep the snapshot they loaded (`pipeline::handle` holds one
 //! `Arc<Runtime>` from start to end), so a reload never changes the rules under a request.
 //!
 //! Triggers: SIGHUP (always re-applies, even unchanged content) and changes in the directories

@@ -2,7 +2,7 @@
 //! termination (rustls; the certificate is swappable at run time through [`CertStore`]),
 //! HTTP/1.1 and HTTP/2 (ALPN or prior knowledge) through hyper-util's auto builder with
 //! header-size, header-count and header-read-time limits, and graceful drain. Does not look at
-//! requests: each one goes to `proxy::handle`.
+//! requests: each one goes to `proxy::pipeline::handle`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
