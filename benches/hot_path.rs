@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the request hot path (README "Performance", docs/profiling.md):
 //! token verification cold (cache disabled: decode, RSA verify, claims, identity encoding) and
 //! cached (digest + lookup + expiry/key checks), route matching on a 200-route table, and the
-//! header work every forwarded request does (strip untrusted + rewrite for the upstream).
+//! header work every forwarded request does (strip untrusted + rewrite for the upstream), and the
+//! whole decision (`decision::authorize`) on a cached token.
 //!
 //! `cargo bench --bench hot_path` measures; `cargo test --all-targets` runs each benchmark once
 //! (divan's test mode), so the assertions in the fixtures keep them honest.
@@ -12,14 +13,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use divan::{Bencher, black_box};
 use http::{HeaderMap, HeaderValue, Method};
+use portcullis::auth::jwks::{self, FetchError, IssuerKeys, KeySource};
+use portcullis::auth::policy::{self, Authn};
+use portcullis::auth::route::RouteTable;
+use portcullis::auth::verify::{IssuerRuntime, UseRule, Verifier};
 use portcullis::config::{self, Config};
-use portcullis::headers::{self, Forwarding};
-use portcullis::issuer::{LocalIssuer, access_claims};
-use portcullis::jwks::{self, FetchError, IssuerKeys, KeySource};
-use portcullis::metrics::Metrics;
-use portcullis::policy::{self, Authn};
-use portcullis::route::RouteTable;
-use portcullis::verify::{IssuerRuntime, UseRule, Verifier};
+use portcullis::proxy::decision::{self, Conn, Verdict};
+use portcullis::proxy::headers::{self, Forwarding};
+use portcullis::proxy::runtime::Runtime;
+use portcullis::telemetry::metrics::Metrics;
+use portcullis::tools::mint::{SigningKey, access_claims};
 
 fn main() {
     divan::main();
@@ -67,7 +70,7 @@ struct Fixture {
 
 fn fixture(cache: usize) -> Fixture {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let issuer = LocalIssuer::generate("k1").unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
     let cfg = config(0, cache);
     let metrics = Arc::new(Metrics::new());
     let source = Box::new(Static(Bytes::from(issuer.jwks().to_string())));
@@ -96,7 +99,7 @@ fn route_find_200(b: Bencher, path: &str) {
     let cfg = config(200, 0);
     let table = RouteTable::new(&cfg.routes, false);
     assert!(table.find(&Method::GET, path).is_some());
-    b.bench_local(|| table.find(black_box(&Method::GET), black_box(path)).map(|r| r.name().len()));
+    b.bench_local(|| table.find(black_box(&Method::GET), black_box(path)).map(|r| r.name.len()));
 }
 
 /// A typical browser request as it arrives, plus two headers that must be stripped.
@@ -129,7 +132,6 @@ fn header_rewrite(b: Bencher) {
     let route = table.find(&Method::GET, "/bench").unwrap();
     let verified = f.rt.block_on(f.verifier.verify(&f.token, UseRule::Issuer)).unwrap();
     let permit = policy::decide(route, Authn::Verified(verified), &["main".to_owned()]).ok().unwrap();
-    let metrics = Metrics::new();
     let request_id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
     let fwd = Forwarding {
         peer: SocketAddr::from(([10, 0, 0, 7], 51234)),
@@ -140,13 +142,46 @@ fn header_rewrite(b: Bencher) {
     };
     let template = request_headers(&f.token);
     let mut check = template.clone();
-    headers::strip_untrusted(&mut check, &cfg.identity, &metrics);
+    headers::strip_untrusted(&mut check, &cfg.identity);
     headers::rewrite_for_upstream(&mut check, &permit, &fwd);
     assert_eq!(check.get("x-user-sub").unwrap(), "0f4ea2b0-3c51-4a3c-9d2b-6b4d2f8f6f11");
     assert!(check.get("authorization").is_none());
     b.with_inputs(|| template.clone()).bench_local_values(|mut h| {
-        headers::strip_untrusted(&mut h, &cfg.identity, &metrics);
+        headers::strip_untrusted(&mut h, &cfg.identity);
         headers::rewrite_for_upstream(&mut h, &permit, &fwd);
         h
     });
+}
+
+/// The whole decision a proxied request pays for before its upstream call, as the pipeline calls
+/// it: `decision::authorize` on a cached token against one config snapshot (checks, strip,
+/// normalise, route, credential, verify, policy, header rewrite).
+#[divan::bench]
+fn authorize_cached(b: Bencher) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
+    let source: Box<dyn KeySource> = Box::new(Static(Bytes::from(issuer.jwks().to_string())));
+    let snapshot = rt.block_on(async {
+        let snapshot = Runtime::build(config(200, 1000), &Arc::new(Metrics::new()), vec![Some(source)]).unwrap();
+        for i in snapshot.verifier.issuers() {
+            i.keys.refresh().await.expect("keys load");
+        }
+        snapshot
+    });
+    let token = issuer.mint(&access_claims(ISS, CLIENT, "0f4ea2b0-3c51-4a3c-9d2b-6b4d2f8f6f11", &["admins"], "openid"));
+    let conn = Conn { peer: SocketAddr::from(([10, 0, 0, 7], 51234)), tls: false };
+    let request_id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
+    let head = || {
+        let mut req = http::Request::get("/svc197/a/b/c").body(()).unwrap();
+        *req.headers_mut() = request_headers(&token);
+        req.into_parts().0
+    };
+    let decide = |mut head: http::request::Parts| {
+        let mut verdict = Verdict::default();
+        let permit = rt.block_on(decision::authorize(&snapshot, &mut head, conn, &request_id, &mut verdict));
+        (permit.is_ok(), head)
+    };
+    // Twice: a token is cached on its second verification.
+    assert!(decide(head()).0 && decide(head()).0, "the bench request is allowed");
+    b.with_inputs(head).bench_local_values(decide);
 }

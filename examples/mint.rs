@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use portcullis::issuer::{LocalIssuer, access_claims};
+use portcullis::tools::mint::{SigningKey, access_claims};
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,10 +23,10 @@ fn main() -> Result<(), String> {
     let ttl: i64 = arg(3, "82800").parse().map_err(|_| "TTL_SECS must be a number")?;
 
     std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
-    let issuer = Arc::new(LocalIssuer::generate("bench-kid-1")?);
+    let issuer = Arc::new(SigningKey::generate("bench-kid-1")?);
     let claims = move |i: usize| {
         let mut c = access_claims(&iss, &client, &format!("bench-user-{i}"), &[group.as_str()], "openid");
-        let now = portcullis::issuer::now();
+        let now = portcullis::tools::mint::now();
         c["exp"] = (now + ttl).into();
         c
     };
@@ -52,7 +52,7 @@ fn main() -> Result<(), String> {
     }
     out.flush().map_err(|e| e.to_string())?;
 
-    let forger = LocalIssuer::generate("bench-kid-1")?;
+    let forger = SigningKey::generate("bench-kid-1")?;
     let write = |name: &str, text: String| {
         std::fs::write(format!("{dir}/{name}"), text).map_err(|e| format!("{dir}/{name}: {e}"))
     };

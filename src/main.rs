@@ -1,13 +1,16 @@
 //! The `portcullis` command line (SPEC §5). A thin layer over the library: parse arguments, load
 //! config, start the app, handle signals.
+#![warn(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portcullis::lint::OutputFormat;
-use portcullis::{App, config, log};
+use portcullis::telemetry::log;
+use portcullis::tools::OutputFormat;
+use portcullis::tools::explain::{Credential, Request};
+use portcullis::{App, config};
 
 #[derive(Parser)]
 #[command(name = "portcullis", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PORTCULLIS_GIT_COMMIT"), ")"), about = "Authenticating sidecar: verifies Cognito JWTs and forwards with trusted identity headers")]
@@ -49,6 +52,13 @@ enum Command {
         /// The issuer to complete `--claims` from (needed when several are configured).
         #[arg(long)]
         issuer: Option<String>,
+        /// A request header, `Name: value` (repeatable); `${token}` in the value stands for the
+        /// token, which is then sent there instead of as `Authorization: Bearer`.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// A request cookie, `name=value` (repeatable); `${token}` as for `--header`.
+        #[arg(long = "cookie", value_name = "NAME=VALUE")]
+        cookies: Vec<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
@@ -69,7 +79,9 @@ enum Command {
     },
 }
 
+/// The process environment, for `${env:NAME}` in the config: the one place it is read.
 fn env_lookup(name: &str) -> Option<String> {
+    #[allow(clippy::disallowed_methods)]
     std::env::var(name).ok()
 }
 
@@ -122,23 +134,25 @@ fn main() -> ExitCode {
         Command::Check { format } => {
             let Some(path) = cli.config.as_ref() else { return missing_config() };
             let loaded = config::load(path, &env_lookup);
-            let (report, ok) = portcullis::lint::check_report(&path.display().to_string(), &loaded, format);
+            let (report, ok) = portcullis::tools::check::report(&path.display().to_string(), &loaded, format);
             print!("{report}");
             if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
-        Command::Explain { method, path, token, claims, issuer, format } => {
+        Command::Explain { method, path, token, claims, issuer, headers, cookies, format } => {
             let config = match load(cli.config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let credential = match credential(token, claims, issuer) {
-                Ok(c) => c,
+            let request = header_lines(&headers).map(|headers| Request { method, target: path, headers, cookies });
+            let input = request.and_then(|r| credential(token, claims, issuer).map(|c| (r, c)));
+            let (request, credential) = match input {
+                Ok(input) => input,
                 Err(e) => {
                     eprintln!("portcullis explain: {e}");
                     return ExitCode::from(2);
                 }
             };
-            runtime.block_on(explain(config, &method, &path, credential, format))
+            runtime.block_on(explain(config, &request, credential, format))
         }
         Command::Test { cases, format } => {
             let config = match load(cli.config.as_ref()) {
@@ -148,7 +162,7 @@ fn main() -> ExitCode {
             runtime.block_on(test(config, &cases, format))
         }
         Command::Schema => {
-            print!("{}", portcullis::schema::render());
+            print!("{}", portcullis::config::schema::render());
             ExitCode::SUCCESS
         }
         Command::Demo { listen, admin_listen } => runtime.block_on(demo(listen, admin_listen)),
@@ -160,9 +174,7 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return ExitCode::FAILURE;
     };
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
+    config::lint::log_findings(&config);
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -175,7 +187,7 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, workers, "portcullis started");
     // Hot reload: file changes (watched directory) and SIGHUP (SPEC §6).
-    let reloader = portcullis::reload::Reloader::new(&app, &path, Box::new(env_lookup));
+    let reloader = portcullis::serve::reload::Reloader::new(&app, &path, Box::new(env_lookup));
     let watcher = match reloader.spawn_watcher() {
         Ok(w) => Some(w),
         Err(e) => {
@@ -186,7 +198,7 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     let hup_task = tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the config");
-            let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
+            let _ = reloader.reload(portcullis::serve::reload::Trigger::Signal).await;
         }
     });
     let code = serve_until_signalled(app).await;
@@ -230,12 +242,7 @@ async fn serve_until_signalled(app: App) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn credential(
-    token: Option<String>,
-    claims: Option<String>,
-    issuer: Option<String>,
-) -> Result<portcullis::explain::Credential, String> {
-    use portcullis::explain::Credential;
+fn credential(token: Option<String>, claims: Option<String>, issuer: Option<String>) -> Result<Credential, String> {
     if let Some(mut t) = token {
         if t == "-" {
             t.clear();
@@ -252,17 +259,23 @@ fn credential(
     }
 }
 
-async fn explain(
-    config: config::Config,
-    method: &str,
-    path: &str,
-    credential: portcullis::explain::Credential,
-    format: OutputFormat,
-) -> ExitCode {
-    use portcullis::explain::{Credential, Explainer};
-    let engine = match &credential {
-        Credential::Token(_) => Explainer::for_tokens(config).await,
-        _ => Explainer::for_claims(config).await,
+/// `--header 'Name: value'` lines as (name, value) pairs.
+fn header_lines(lines: &[String]) -> Result<Vec<(String, String)>, String> {
+    lines
+        .iter()
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.trim().to_owned())),
+            _ => Err(format!("--header {line:?}: expected 'Name: value'")),
+        })
+        .collect()
+}
+
+async fn explain(config: config::Config, request: &Request, credential: Credential, format: OutputFormat) -> ExitCode {
+    use portcullis::tools::explain::{self, Explainer};
+    let engine = if explain::needs_real_keys(request, &credential) {
+        Explainer::for_tokens(config).await
+    } else {
+        Explainer::for_claims(config).await
     };
     let engine = match engine {
         Ok(e) => e,
@@ -271,9 +284,15 @@ async fn explain(
             return ExitCode::FAILURE;
         }
     };
-    let ex = engine.explain(method, path, &credential).await;
+    let ex = match engine.explain(request, &credential).await {
+        Ok(ex) => ex,
+        Err(e) => {
+            eprintln!("portcullis explain: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match format {
-        OutputFormat::Text => print!("{}", portcullis::explain::render_text(&ex)),
+        OutputFormat::Text => print!("{}", portcullis::tools::explain::render_text(&ex)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default()),
     }
     ExitCode::SUCCESS
@@ -283,7 +302,7 @@ async fn test(config: config::Config, cases: &std::path::Path, format: OutputFor
     let file = cases.display().to_string();
     let parsed = std::fs::read_to_string(cases)
         .map_err(|e| vec![format!("{file}: cannot read: {e}")])
-        .and_then(|text| portcullis::cases::parse(&text, &file, &env_lookup));
+        .and_then(|text| portcullis::tools::cases::parse(&text, &file, &env_lookup));
     let cases = match parsed {
         Ok(c) => c,
         Err(errors) => {
@@ -293,7 +312,7 @@ async fn test(config: config::Config, cases: &std::path::Path, format: OutputFor
             return ExitCode::from(1);
         }
     };
-    let report = match portcullis::cases::run(&config, &cases, &file).await {
+    let report = match portcullis::tools::cases::run(&config, &cases, &file).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("portcullis test: {e}");
@@ -301,14 +320,14 @@ async fn test(config: config::Config, cases: &std::path::Path, format: OutputFor
         }
     };
     match format {
-        OutputFormat::Text => print!("{}", portcullis::cases::render_text(&report)),
+        OutputFormat::Text => print!("{}", portcullis::tools::cases::render_text(&report)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
     }
     if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
-    let demo = match portcullis::demo::start(listen, admin).await {
+    let demo = match portcullis::tools::demo::start(listen, admin).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("portcullis demo: {e}");
@@ -318,7 +337,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", portcullis::demo::instructions(&demo));
+    print!("{}", portcullis::tools::demo::instructions(&demo));
     let _ = tokio::signal::ctrl_c().await;
     demo.app.stop().await;
     ExitCode::SUCCESS

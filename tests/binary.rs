@@ -54,7 +54,7 @@ fn get(addr: &str, path: &str) -> Option<u16> {
 fn sigterm_drains_then_exits_zero() {
     let dir = std::env::temp_dir().join(format!("portcullis-bin-{}-term", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let issuer = portcullis::issuer::LocalIssuer::generate("k1").unwrap();
+    let issuer = portcullis::tools::mint::SigningKey::generate("k1").unwrap();
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
     let path = temp_config(
@@ -142,7 +142,7 @@ fn fields(n: usize) -> String {
 fn every_request_is_counted_and_logged_once_with_the_decision_its_cause_gives_it() {
     let dir = std::env::temp_dir().join(format!("portcullis-bin-{}-accounting", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let issuer = portcullis::issuer::LocalIssuer::generate("k1").unwrap();
+    let issuer = portcullis::tools::mint::SigningKey::generate("k1").unwrap();
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
     // max_header_bytes 40000: Portcullis answers heads up to hyper's backstop (twice that) itself;

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use portcullis::error::{Decision, Reason, Rejection};
-use portcullis::metrics::Metrics;
+use portcullis::http::error::{Decision, Reason, Rejection};
+use portcullis::telemetry::metrics::Metrics;
 
 fn dashboard() -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json");

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 #[tokio::test]
 async fn demo_serves_the_printed_examples() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let demo = portcullis::demo::start(any, any).await.unwrap();
+    let demo = portcullis::tools::demo::start(any, any).await.unwrap();
     assert!(demo.app.shared.is_ready(), "the demo waits for its keys");
-    let text = portcullis::demo::instructions(&demo);
+    let text = portcullis::tools::demo::instructions(&demo);
     let curls: Vec<&str> = text.lines().filter(|l| l.starts_with("curl ")).collect();
     assert!(curls.len() >= 6, "{text}");
     assert!(text.contains(&demo.user_token) && text.contains(&demo.admin_token));

@@ -6,7 +6,7 @@ mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis::issuer::LocalIssuer;
+use portcullis::tools::mint::SigningKey;
 use serde_json::{Value, json};
 use support::*;
 
@@ -20,7 +20,7 @@ fn fetches(p: &Proxy, result: &str) -> f64 {
 }
 
 /// A token signed by `key` but naming `kid` in its header.
-fn mint_with_kid(p: &Proxy, key: &LocalIssuer, kid: &str) -> String {
+fn mint_with_kid(p: &Proxy, key: &SigningKey, kid: &str) -> String {
     key.mint_with_header(&json!({"alg": "RS256", "kid": kid, "typ": "JWT"}), &p.access_claims("alice", &[], "openid"))
 }
 
@@ -30,7 +30,7 @@ fn mint_with_kid(p: &Proxy, key: &LocalIssuer, kid: &str) -> String {
 async fn rotated_in_key_costs_one_fetch_and_unknown_kid_flood_at_most_one_more() {
     let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
     assert_eq!(p.get("/api/x", Some(&p.mint_access("alice", &[], "openid"))).await.status(), 200);
-    let k2 = LocalIssuer::generate("k2").expect("key");
+    let k2 = SigningKey::generate("k2").expect("key");
     p.jwks.set_keys(json!({"keys": [p.issuer.jwk(), k2.jwk()]}));
 
     let before = p.jwks.hits();
@@ -156,7 +156,7 @@ async fn jwks_down_at_start_means_not_ready_and_503_until_it_recovers() {
 #[tokio::test]
 async fn withdrawn_key_stops_verifying_cached_tokens_after_refresh() {
     let p = start_proxy(&fast_refresh()).await;
-    let k2 = LocalIssuer::generate("k2").expect("key");
+    let k2 = SigningKey::generate("k2").expect("key");
     p.jwks.set_keys(json!({"keys": [p.issuer.jwk(), k2.jwk()]}));
     let cached = p.mint_access("alice", &[], "openid");
     assert_eq!(p.get("/api/x", Some(&cached)).await.status(), 200);
@@ -182,7 +182,7 @@ async fn withdrawn_key_stops_verifying_cached_tokens_after_refresh() {
 
 /// The public JWK of `issuer` with its modulus cut to `bytes` bytes (a weak key; never used to
 /// sign, only to be refused).
-fn weak_jwk(issuer: &LocalIssuer, kid: &str, bytes: usize) -> Value {
+fn weak_jwk(issuer: &SigningKey, kid: &str, bytes: usize) -> Value {
     let mut jwk = issuer.jwk();
     let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().expect("n")).expect("b64");
     jwk["n"] = json!(URL_SAFE_NO_PAD.encode(&n[..bytes]));
@@ -194,7 +194,7 @@ fn weak_jwk(issuer: &LocalIssuer, kid: &str, bytes: usize) -> Value {
 /// proxy ready.
 #[tokio::test]
 async fn jwks_with_only_a_1024_bit_key_is_ignored() {
-    let issuer = LocalIssuer::generate("k1").expect("key");
+    let issuer = SigningKey::generate("k1").expect("key");
     let keys = json!({"keys": [weak_jwk(&issuer, "k1", 128), weak_jwk(&issuer, "k1b", 255)]});
     let p = setup(&fast_refresh()).jwks_keys(keys).start().await;
     p.jwks.wait_for_hits(2).await;
@@ -210,9 +210,9 @@ async fn jwks_with_only_a_1024_bit_key_is_ignored() {
 /// ones keep working.
 #[tokio::test]
 async fn jwks_keys_with_wrong_use_alg_or_size_are_skipped() {
-    let good = LocalIssuer::generate("k1").expect("key");
-    let enc = LocalIssuer::generate("k-enc").expect("key");
-    let rs512 = LocalIssuer::generate("k-rs512").expect("key");
+    let good = SigningKey::generate("k1").expect("key");
+    let enc = SigningKey::generate("k-enc").expect("key");
+    let rs512 = SigningKey::generate("k-rs512").expect("key");
     let mut enc_jwk = enc.jwk();
     enc_jwk["use"] = json!("enc");
     let mut rs512_jwk = rs512.jwk();

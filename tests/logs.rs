@@ -74,7 +74,7 @@ routes:
     path: /api/**
 "#;
     let p = start_proxy(&config("access", routes)).await;
-    let now = portcullis::issuer::now();
+    let now = portcullis::tools::mint::now();
     let valid = p.mint_access("alice", &["Readers"], "openid");
     let mut claims = p.access_claims("bob", &[], "openid");
     claims["exp"] = json!(now - 3600);
@@ -88,7 +88,7 @@ routes:
         URL_SAFE_NO_PAD.encode(p.access_claims("mallory", &["Admins"], "openid").to_string())
     );
     let unknown_kid = {
-        let other = portcullis::issuer::LocalIssuer::generate("rotated-kid").unwrap();
+        let other = portcullis::tools::mint::SigningKey::generate("rotated-kid").unwrap();
         other.mint(&p.access_claims("dave", &[], "openid"))
     };
     let oversized = format!("{valid}{}", "A".repeat(20_000));

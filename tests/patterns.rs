@@ -5,8 +5,8 @@
 
 mod support;
 
-use portcullis::issuer::{LocalIssuer, now};
-use portcullis::verify::at_hash;
+use portcullis::auth::verify::at_hash;
+use portcullis::tools::mint::{SigningKey, now};
 use serde_json::{Value, json};
 use support::*;
 
@@ -248,7 +248,8 @@ async fn pair_halves_from_different_pools_are_ambiguous() {
     );
     let p = pools.proxy(&yaml).await;
     let access = pools.main.mint(&pools.access("main", "alice"));
-    let id = pools.partner.mint(&portcullis::issuer::id_claims(&pools.iss("partner"), CLIENT_ID, "alice", &[], "a@x"));
+    let id =
+        pools.partner.mint(&portcullis::tools::mint::id_claims(&pools.iss("partner"), CLIENT_ID, "alice", &[], "a@x"));
     let resp = p.client.get(p.url("/api/x")).bearer_auth(&id).header("accessToken", &access).send().await.expect("req");
     assert_eq!(resp.status(), 400);
 }
@@ -422,16 +423,16 @@ async fn genuine_preflights_pass_without_a_token_and_nothing_else_does() {
 
 /// Two user pools with their own keys, served from one JWKS server each.
 struct Pools {
-    main: LocalIssuer,
-    partner: LocalIssuer,
+    main: SigningKey,
+    partner: SigningKey,
     main_jwks: JwksServer,
     partner_jwks: JwksServer,
 }
 
 impl Pools {
     async fn start() -> Pools {
-        let main = LocalIssuer::generate("main-k").expect("key");
-        let partner = LocalIssuer::generate("partner-k").expect("key");
+        let main = SigningKey::generate("main-k").expect("key");
+        let partner = SigningKey::generate("partner-k").expect("key");
         let main_jwks = JwksServer::start(main.jwks()).await;
         let partner_jwks = JwksServer::start(partner.jwks()).await;
         Pools { main, partner, main_jwks, partner_jwks }
@@ -442,7 +443,7 @@ impl Pools {
     }
 
     fn access(&self, which: &str, sub: &str) -> Value {
-        portcullis::issuer::access_claims(&self.iss(which), CLIENT_ID, sub, &[], "openid")
+        portcullis::tools::mint::access_claims(&self.iss(which), CLIENT_ID, sub, &[], "openid")
     }
 
     fn issuers_yaml(&self, token_use: &str, extra_issuers: &str) -> String {
@@ -509,8 +510,8 @@ async fn several_user_pools_are_selected_by_exact_iss() {
     let foreign_kid = pools.partner.mint(&pools.access("main", "x"));
     assert_eq!(p.get("/api/x", Some(&foreign_kid)).await.status(), 401);
     // A pool that is not configured at all.
-    let stranger = LocalIssuer::generate("s").expect("key");
-    let t = stranger.mint(&portcullis::issuer::access_claims(
+    let stranger = SigningKey::generate("s").expect("key");
+    let t = stranger.mint(&portcullis::tools::mint::access_claims(
         "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Stranger",
         CLIENT_ID,
         "x",
@@ -528,7 +529,7 @@ async fn several_user_pools_are_selected_by_exact_iss() {
 /// the same token, because they share one decision function.
 #[tokio::test]
 async fn unmet_issuer_restriction_is_a_plain_403_in_the_proxy_explain_and_test() {
-    use portcullis::explain::{Credential, Explainer};
+    use portcullis::tools::explain::{Credential, Explainer, Request};
 
     let pools = Pools::start().await;
     let yaml = format!(
@@ -552,7 +553,10 @@ async fn unmet_issuer_restriction_is_a_plain_403_in_the_proxy_explain_and_test()
     let file_yaml = yaml.replace("@UPSTREAM@", "http://127.0.0.1:1");
     let config = portcullis::config::parse(&file_yaml, "policy.yaml", &|_| None).expect("config");
     let explainer = Explainer::for_tokens(config).await.expect("explainer");
-    let ex = explainer.explain("GET", "/partners/x", &Credential::Token(main_token.clone())).await;
+    let ex = explainer
+        .explain(&Request::new("GET", "/partners/x"), &Credential::Token(main_token.clone()))
+        .await
+        .expect("explained");
     assert!(ex.credential.verified, "{ex:?}");
     assert_eq!((ex.status, ex.decision, ex.reason), (403, "deny", "bad_iss"));
     assert!(ex.response_headers.iter().all(|(n, _)| n != "www-authenticate"), "{:?}", ex.response_headers);
@@ -616,7 +620,7 @@ issuers:
         )
     };
     let p = start_proxy(&base("")).await;
-    let claims = |iss: &str| portcullis::issuer::access_claims(iss, CLIENT_ID, "alice", &[], "openid");
+    let claims = |iss: &str| portcullis::tools::mint::access_claims(iss, CLIENT_ID, "alice", &[], "openid");
     assert_eq!(p.get("/api/x", Some(&p.mint(&claims(primary)))).await.status(), 200);
     let resp = p.get("/api/x", Some(&p.mint(&claims(replica)))).await;
     assert_eq!(resp.status(), 401);

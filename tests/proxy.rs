@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use portcullis::issuer::{LocalIssuer, now};
+use portcullis::tools::mint::{SigningKey, now};
 use serde_json::{Value, json};
 use support::*;
 
@@ -194,7 +194,7 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// Every spelling of the RSA public key an attacker might use as an HMAC secret (ALG-02).
-fn public_key_secrets(issuer: &LocalIssuer) -> Vec<(&'static str, Vec<u8>)> {
+fn public_key_secrets(issuer: &SigningKey) -> Vec<(&'static str, Vec<u8>)> {
     let jwk = issuer.jwk();
     let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().expect("n")).expect("n b64");
     let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().expect("e")).expect("e b64");
@@ -242,7 +242,7 @@ async fn invalid_tokens_are_401_invalid_token_and_never_forwarded() {
     ];
 
     // Same kid, another key (ALG-09 style forgery).
-    let impostor = LocalIssuer::generate("k1").expect("key");
+    let impostor = SigningKey::generate("k1").expect("key");
     cases.push(("signed by another key with the same kid".into(), impostor.mint(&good), "bad_signature"));
 
     // Payload swapped without re-signing.

@@ -6,7 +6,7 @@
 //! and `check` lint code named anywhere is one the code has; the limits table's defaults are the
 //! parser's.
 
-use portcullis::error::{Reason, Rejection};
+use portcullis::http::error::{Reason, Rejection};
 
 fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
     let mut blocks = Vec::new();
@@ -210,11 +210,26 @@ fn refusals() -> Vec<Rejection> {
         Rejection::UpstreamTimeout,
         Rejection::UpstreamProtocol,
     ];
-    for r in Reason::ALL {
-        all.push(Rejection::InvalidToken(r));
-        all.push(Rejection::Forbidden(r));
-        all.push(Rejection::BadRequest(r));
-    }
+    use portcullis::http::error::{BadRequest, Forbidden, InvalidToken};
+    all.extend(
+        [
+            InvalidToken::Malformed,
+            InvalidToken::BadAlg,
+            InvalidToken::UnknownKid,
+            InvalidToken::BadSignature,
+            InvalidToken::Expired,
+            InvalidToken::NotYetValid,
+            InvalidToken::BadIss,
+            InvalidToken::BadTokenUse,
+            InvalidToken::BadClient,
+            InvalidToken::BadClaim,
+        ]
+        .map(Rejection::InvalidToken),
+    );
+    all.extend([Forbidden::NoRoute, Forbidden::Group, Forbidden::Claim, Forbidden::Issuer].map(Rejection::Forbidden));
+    all.extend(
+        [BadRequest::Malformed, BadRequest::AmbiguousPath, BadRequest::AmbiguousCredential].map(Rejection::BadRequest),
+    );
     all
 }
 
@@ -251,8 +266,8 @@ fn responses_table_matches_the_refusal_mapping() {
 /// "Operations" names every metric Portcullis exports, and only those.
 #[test]
 fn operations_names_exactly_the_exported_metrics() {
-    let m = portcullis::metrics::Metrics::new();
-    m.record_request("app", portcullis::error::Decision::Allow, Reason::Ok, 0.001);
+    let m = portcullis::telemetry::metrics::Metrics::new();
+    m.record_request("app", portcullis::http::error::Decision::Allow, Reason::Ok, 0.001);
     m.upstream_duration_seconds.with_label_values(&["app"]).observe(0.01);
     m.jwks_fetch_total.with_label_values(&["main", "ok"]).inc();
     m.jwks_refetch_suppressed_total.with_label_values(&["main"]).inc();
@@ -323,7 +338,7 @@ fn every_reason_named_in_the_readme_exists() {
 /// The `check` lint codes the README lists are exactly the ones `check` emits.
 #[test]
 fn lint_codes_in_the_readme_are_the_real_ones() {
-    let source = include_str!("../src/lint.rs");
+    let source = include_str!("../src/config/lint.rs");
     let mut codes = std::collections::BTreeSet::new();
     for (i, _) in source.match_indices("finding(") {
         let rest = source[i + "finding(".len()..].trim_start();

@@ -10,8 +10,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use portcullis::App;
-use portcullis::issuer::LocalIssuer;
-use portcullis::reload::{Outcome, Reloader, Trigger};
+use portcullis::serve::reload::{Outcome, Reloader, Trigger};
+use portcullis::tools::mint::SigningKey;
+use serde_json::Value;
 use support::*;
 
 struct Fixture {
@@ -46,7 +47,7 @@ impl Fixture {
     /// directory watcher as `portcullis run` does.
     async fn start(name: &str, rest: &str, watch: bool, layout: Layout) -> Fixture {
         let dir = temp_dir(name);
-        let issuer = LocalIssuer::generate("k1").unwrap();
+        let issuer = SigningKey::generate("k1").unwrap();
         let jwks = JwksServer::start(issuer.jwks()).await;
         let echo = Echo::start().await;
         let fill = |yaml: &str| {
@@ -351,7 +352,7 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 fn the_binary_reloads_on_sighup_and_on_file_change() {
     use std::time::{Duration, Instant};
     let dir = temp_dir("binary");
-    let issuer = LocalIssuer::generate("k1").unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
     let yaml = |route: &str| {
@@ -383,6 +384,55 @@ fn the_binary_reloads_on_sighup_and_on_file_change() {
     wait_for(3.0, "a file edit is applied");
     let text = http_get(&admin, "/metrics").unwrap_or_default();
     assert_eq!(metric(&text, "portcullis_config_reloads_total", &[("result", "ok")]), 2.0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lint findings are logged when the binary starts and again for every applied reload (they used
+/// to be logged at start only; `check` printed them twice). Reads the binary's JSON log lines.
+#[test]
+fn the_binary_logs_lint_warnings_at_start_and_after_each_reload() {
+    use std::sync::mpsc::Receiver;
+    use std::time::{Duration, Instant};
+    let dir = temp_dir("lint-log");
+    let issuer = SigningKey::generate("k1").unwrap();
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
+    let yaml = |route: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: http://127.0.0.1:1\nissuers:\n  - name: m\n    issuer: http://127.0.0.1:1/p\n    jwks_file: {}\n    client_ids: [c]\n    token_use: access\nroutes:\n{route}",
+            jwks.display()
+        )
+    };
+    let path = dir.join("portcullis.yaml");
+    std::fs::write(&path, yaml("  - {name: rollout, path: /r, mode: audit, require: {groups_any: [G]}}\n")).unwrap();
+    let (mut child, _started, logs) = spawn_binary_with_logs(&path);
+    // Waits (bounded) for a warning with `code`, and returns the messages seen on the way.
+    let warning = |logs: &Receiver<Value>, code: &str| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = logs.recv_timeout(left).unwrap_or_else(|_| panic!("no `{code}` warning; saw {seen:?}"));
+            if line["level"] == "WARN" && line["code"] == code {
+                return seen;
+            }
+            seen.push(line["message"].as_str().unwrap_or_default().to_owned());
+        }
+    };
+    warning(&logs, "audit_mode");
+    std::fs::write(
+        &path,
+        yaml("  - {name: admin, path: /admin/**}\n  - {name: peek, path: /admin/status, auth: none}\n"),
+    )
+    .unwrap();
+    // SIGHUP rather than waiting for the watcher: the handler is installed before the start
+    // line, so the reload cannot be missed (a file event may reload too; reloads are serialised).
+    let hup = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let before = warning(&logs, "public_under_protected");
+    assert!(before.iter().any(|m| m == "config reloaded"), "the finding belongs to the reload: {before:?}");
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -439,7 +439,7 @@ async fn jwks_fetch_refuses_untrusted_or_misnamed_certificates() {
         let sub = dir.join(name);
         std::fs::create_dir_all(&sub).unwrap();
         // A throwaway JWKS backend; the harness's own one is replaced through @JWKS@.
-        let issuer = portcullis::issuer::LocalIssuer::generate("k1").unwrap();
+        let issuer = portcullis::tools::mint::SigningKey::generate("k1").unwrap();
         let backend = JwksServer::start(issuer.jwks()).await;
         let (front, cert) = tls_front(backend.addr, san, &sub).await;
         let url = format!("https://127.0.0.1:{}{JWKS_PATH}", front.port());
@@ -458,7 +458,7 @@ async fn jwks_fetch_refuses_untrusted_or_misnamed_certificates() {
     // Positive control: the same kind of endpoint, its certificate trusted and correctly named.
     let sub = dir.join("trusted");
     std::fs::create_dir_all(&sub).unwrap();
-    let issuer = portcullis::issuer::LocalIssuer::generate("k1").unwrap();
+    let issuer = portcullis::tools::mint::SigningKey::generate("k1").unwrap();
     let backend = JwksServer::start(issuer.jwks()).await;
     let (front, cert) = tls_front(backend.addr, "IP:127.0.0.1", &sub).await;
     let url = format!("https://127.0.0.1:{}{JWKS_PATH}", front.port());
@@ -546,7 +546,7 @@ async fn operators_can_tell_outages_attacks_and_expiry_apart() {
     assert_eq!(p.get("/api/x", Some(&good)).await.status(), 502);
 
     let mut expired = p.access_claims("alice", &[], "openid");
-    expired["exp"] = serde_json::json!(portcullis::issuer::now() - 3600);
+    expired["exp"] = serde_json::json!(portcullis::tools::mint::now() - 3600);
     assert_eq!(p.get("/api/x", Some(&p.mint(&expired))).await.status(), 401);
 
     let (head, rest) = good.split_once('.').unwrap();
@@ -587,7 +587,7 @@ async fn operators_can_tell_outages_attacks_and_expiry_apart() {
 #[tokio::test]
 async fn tokens_from_another_pool_never_make_the_proxy_fetch_its_keys() {
     let p = start_proxy(&config("access", PUBLIC_AND_API)).await;
-    let attacker_key = portcullis::issuer::LocalIssuer::generate("ka").unwrap();
+    let attacker_key = portcullis::tools::mint::SigningKey::generate("ka").unwrap();
     let attacker = JwksServer::start(attacker_key.jwks()).await;
     let mut claims = p.access_claims("mallory", &["Admins"], "openid");
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use portcullis::issuer::{self, LocalIssuer};
+use portcullis::tools::mint::{self, SigningKey};
 use serde_json::Value;
 
 fn bin() -> Command {
@@ -29,7 +29,7 @@ fn stdout(o: &Output) -> String {
 }
 
 /// A config whose only issuer trusts `jwks_file` (so `explain --token` verifies offline).
-fn local_config(dir: &Path, issuer: &LocalIssuer, routes: &str) -> PathBuf {
+fn local_config(dir: &Path, issuer: &SigningKey, routes: &str) -> PathBuf {
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
     let path = dir.join("portcullis.yaml");
@@ -51,7 +51,7 @@ fn check_exit_codes_and_json_lints() {
     assert!(stdout(&ok).contains("ok: 1 issuer(s), 6 route(s), 0 warning(s)"), "{}", stdout(&ok));
 
     let dir = temp_dir("check");
-    let issuer = LocalIssuer::generate("k").unwrap();
+    let issuer = SigningKey::generate("k").unwrap();
     let warned = local_config(
         &dir,
         &issuer,
@@ -93,13 +93,13 @@ fn check_exit_codes_and_json_lints() {
 #[test]
 fn explain_verifies_a_real_token_and_shows_the_upstream_headers() {
     let dir = temp_dir("explain");
-    let issuer = LocalIssuer::generate("k").unwrap();
+    let issuer = SigningKey::generate("k").unwrap();
     let config = local_config(
         &dir,
         &issuer,
         "  - {name: admin, path: /admin/**, require: {groups_any: [Admins]}}\n  - {name: app, path: /**}\n",
     );
-    let token = issuer.mint(&issuer::access_claims("https://idp.example/pool", "app", "ann", &["Admins"], "openid"));
+    let token = issuer.mint(&mint::access_claims("https://idp.example/pool", "app", "ann", &["Admins"], "openid"));
     // `--token -` reads the token from stdin, keeping it out of the process list.
     let mut child = bin()
         .args(["explain", "--format", "json", "--path", "/admin//users", "--token", "-", "--config"])
@@ -121,7 +121,7 @@ fn explain_verifies_a_real_token_and_shows_the_upstream_headers() {
     assert!(!stdout(&out).contains(&token), "the token is never printed");
 
     // The same token against a key set that does not hold its key.
-    let other = LocalIssuer::generate("k").unwrap();
+    let other = SigningKey::generate("k").unwrap();
     std::fs::write(dir.join("jwks.json"), other.jwks().to_string()).unwrap();
     let out =
         bin().args(["explain", "--path", "/admin/x", "--token", &token, "--config"]).arg(&config).output().unwrap();
@@ -145,13 +145,13 @@ fn the_shipped_example_cases_pass() {
 #[test]
 fn failing_cases_exit_one_with_a_readable_report() {
     let dir = temp_dir("cases");
-    let issuer = LocalIssuer::generate("k").unwrap();
+    let issuer = SigningKey::generate("k").unwrap();
     let config = local_config(
         &dir,
         &issuer,
         "  - {name: admin, path: /admin/**, require: {groups_any: [Admins]}}\n  - {name: app, path: /**}\n",
     );
-    let token = issuer.mint(&issuer::access_claims("https://idp.example/pool", "app", "tok-user", &[], "openid"));
+    let token = issuer.mint(&mint::access_claims("https://idp.example/pool", "app", "tok-user", &[], "openid"));
     let cases = dir.join("cases.yaml");
     std::fs::write(
         &cases,
@@ -190,4 +190,37 @@ fn schema_verb_prints_the_committed_schema() {
     assert_eq!(stdout(&out), committed);
     let schema: Value = serde_json::from_str(&committed).unwrap();
     assert_eq!(schema["additionalProperties"], false);
+}
+
+#[test]
+fn explain_takes_headers_and_cookies_and_places_the_token() {
+    let dir = temp_dir("explain-sources");
+    let issuer = SigningKey::generate("k").unwrap();
+    let config = local_config(&dir, &issuer, "  - {name: app, path: /**}\n");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("routes:\n", "credentials:\n  - bearer\n  - cookie: session_jwt\nroutes:\n");
+    std::fs::write(&config, text).unwrap();
+    let out = bin()
+        .args(["explain", "--format", "json", "--path", "/x", "--claims", r#"{"sub":"u-7"}"#])
+        .args(["--cookie", "theme=dark", "--cookie", "session_jwt=${token}", "--header", "X-User-Sub: forged"])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let ex: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(ex["status"], 200, "{ex}");
+    assert_eq!(ex["credential"]["found"], "token");
+    assert_eq!(ex["credential"]["sources"], serde_json::json!(["cookie session_jwt"]));
+    let headers: Vec<(String, String)> = serde_json::from_value(ex["upstream_headers"].clone()).unwrap();
+    assert!(headers.contains(&("cookie".into(), "theme=dark".into())), "{headers:?}");
+    assert!(headers.contains(&("x-user-sub".into(), "u-7".into())), "the forged header is replaced: {headers:?}");
+    assert!(!headers.iter().any(|(n, _)| n == "authorization"), "the token went where ${{token}} said");
+
+    let bad =
+        bin().args(["explain", "--path", "/x", "--header", "no colon"]).arg("--config").arg(&config).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Name: value"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

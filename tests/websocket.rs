@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use portcullis::issuer::{LocalIssuer, access_claims};
+use portcullis::tools::mint::{SigningKey, access_claims};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -57,7 +57,7 @@ async fn upgrade_app(hits: Arc<AtomicUsize>, heads: Arc<std::sync::Mutex<Vec<Str
 
 #[tokio::test]
 async fn websocket_upgrade_is_authorised_then_tunnelled() {
-    let issuer = LocalIssuer::generate("k1").unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
     let dir = std::env::temp_dir().join(format!("portcullis-ws-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let jwks = dir.join("jwks.json");
@@ -143,7 +143,7 @@ async fn half_closing_app() -> (std::net::SocketAddr, tokio::sync::oneshot::Rece
 /// instead of being read away by the proxy's shutdown.
 #[tokio::test]
 async fn a_half_closed_tunnel_still_carries_the_clients_bytes() {
-    let issuer = LocalIssuer::generate("k1").unwrap();
+    let issuer = SigningKey::generate("k1").unwrap();
     let dir = std::env::temp_dir().join(format!("portcullis-ws-half-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let jwks = dir.join("jwks.json");

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
-use portcullis::headers::{self, Forwarding};
-use portcullis::policy::{self, Authn};
-use portcullis::route::RouteTable;
+use portcullis::auth::policy::{self, Authn};
+use portcullis::auth::route::RouteTable;
+use portcullis::proxy::headers::{self, Forwarding};
 
 /// The variable name a CGI-style bridge derives from a header name (without `HTTP_`), written out
 /// here so the property does not share the code it checks.
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         map.append(name, value);
     }
     let identity = &f.config.identity;
-    headers::strip_untrusted(&mut map, identity, &f.metrics);
+    headers::strip_untrusted(&mut map, identity);
 
     let table = RouteTable::new(&f.config.routes, false);
     let (path, authn) =

@@ -4,16 +4,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::path;
-use portcullis::upstream::Upstream;
+use portcullis::http::path;
+use portcullis::proxy::upstream::UpstreamClient;
 use std::sync::OnceLock;
 
-fn upstream() -> &'static Upstream {
-    static U: OnceLock<Upstream> = OnceLock::new();
+fn upstream() -> &'static UpstreamClient {
+    static U: OnceLock<UpstreamClient> = OnceLock::new();
     U.get_or_init(|| {
         let f = portcullis_fuzz::fixture();
         let _guard = f.runtime.enter();
-        Upstream::new(&f.config.upstream)
+        UpstreamClient::new(&f.config.upstream)
     })
 }
 

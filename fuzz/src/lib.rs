@@ -6,10 +6,10 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use portcullis::config::{self, Config};
-use portcullis::issuer::{self, LocalIssuer};
-use portcullis::jwks::{FetchError, IssuerKeys, KeySource, Settings};
-use portcullis::metrics::Metrics;
-use portcullis::verify::{IssuerRuntime, Verified, Verifier};
+use portcullis::tools::mint::{self, SigningKey};
+use portcullis::auth::jwks::{FetchError, IssuerKeys, KeySource, Settings};
+use portcullis::telemetry::metrics::Metrics;
+use portcullis::auth::verify::{IssuerRuntime, Verified, Verifier};
 
 pub const ISS: &str = "https://issuer.example/pool";
 pub const CLIENT: &str = "fuzz-client";
@@ -55,7 +55,7 @@ pub struct Fixture {
     pub runtime: tokio::runtime::Runtime,
     pub config: Config,
     pub metrics: Arc<Metrics>,
-    pub issuer: LocalIssuer,
+    pub issuer: SigningKey,
     pub verifier: Verifier,
     pub token: String,
     pub verified: Arc<Verified>,
@@ -67,7 +67,7 @@ pub fn fixture() -> &'static Fixture {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let config = config::parse(YAML, "fuzz.yaml", &|_| None).expect("fixture config");
         let metrics = Arc::new(Metrics::new());
-        let issuer = LocalIssuer::generate("k1").expect("key");
+        let issuer = SigningKey::generate("k1").expect("key");
         let keys = IssuerKeys::new(
             "main",
             Box::new(Static(Bytes::from(issuer.jwks().to_string()))),
@@ -77,11 +77,11 @@ pub fn fixture() -> &'static Fixture {
         runtime.block_on(keys.refresh()).expect("keys load");
         let verifier =
             Verifier::new(vec![IssuerRuntime { config: config.issuers[0].clone(), keys }], &config, metrics.clone());
-        let mut claims = issuer::access_claims(ISS, CLIENT, "user-1", &["Admins", "a,b"], "openid");
+        let mut claims = mint::access_claims(ISS, CLIENT, "user-1", &["Admins", "a,b"], "openid");
         claims["email"] = serde_json::json!("user@example.com");
         let token = issuer.mint(&claims);
         let verified = runtime
-            .block_on(verifier.verify(&token, portcullis::verify::UseRule::Issuer))
+            .block_on(verifier.verify(&token, portcullis::auth::verify::UseRule::Issuer))
             .expect("fixture token verifies");
         Fixture { runtime, config, metrics, issuer, verifier, token, verified }
     })

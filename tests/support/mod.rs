@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portcullis::App;
-use portcullis::issuer::{self, LocalIssuer};
+use portcullis::tools::mint::{self, SigningKey};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -539,7 +539,7 @@ impl Setup {
     }
 
     pub async fn start(self) -> Proxy {
-        let issuer = LocalIssuer::generate(&self.kid).expect("RSA key");
+        let issuer = SigningKey::generate(&self.kid).expect("RSA key");
         let jwks = JwksServer::start(self.keys.clone().unwrap_or_else(|| issuer.jwks())).await;
         jwks.set_mode(self.mode.clone());
         let echo = Echo::start().await;
@@ -569,16 +569,16 @@ pub struct Proxy {
     pub app: Option<App>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub shared: Arc<portcullis::Shared>,
+    pub shared: Arc<portcullis::proxy::runtime::Shared>,
     pub jwks: JwksServer,
     pub echo: Echo,
-    pub issuer: LocalIssuer,
+    pub issuer: SigningKey,
     pub client: reqwest::Client,
 }
 
 impl Proxy {
     /// Wrap a started app and the parts it was configured with, plus an HTTP client for it.
-    pub fn new(app: App, jwks: JwksServer, echo: Echo, issuer: LocalIssuer) -> Proxy {
+    pub fn new(app: App, jwks: JwksServer, echo: Echo, issuer: SigningKey) -> Proxy {
         let client =
             reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("http client");
         Proxy {
@@ -610,11 +610,11 @@ impl Proxy {
     }
 
     pub fn access_claims(&self, sub: &str, groups: &[&str], scope: &str) -> Value {
-        issuer::access_claims(&self.iss(), CLIENT_ID, sub, groups, scope)
+        mint::access_claims(&self.iss(), CLIENT_ID, sub, groups, scope)
     }
 
     pub fn id_claims(&self, sub: &str, groups: &[&str], email: &str) -> Value {
-        issuer::id_claims(&self.iss(), CLIENT_ID, sub, groups, email)
+        mint::id_claims(&self.iss(), CLIENT_ID, sub, groups, email)
     }
 
     pub fn mint(&self, claims: &Value) -> String {
@@ -902,6 +902,15 @@ pub fn self_signed_cert(dir: &std::path::Path, name: &str, san: &str) -> (std::p
 /// return the child with that line (its `listen` and `admin` addresses). The rest of stderr is
 /// drained in the background so the child never blocks on a full pipe.
 pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, Value) {
+    let (child, started, _logs) = spawn_binary_with_logs(config);
+    (child, started)
+}
+
+/// As [`spawn_binary`], also returning every JSON log line: those written before the start line,
+/// then each later one as it arrives.
+pub fn spawn_binary_with_logs(
+    config: &std::path::Path,
+) -> (std::process::Child, Value, std::sync::mpsc::Receiver<Value>) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["--log-format", "json", "run", "--config"])
@@ -911,15 +920,22 @@ pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, Value) {
         .spawn()
         .expect("the binary starts");
     let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
     let started = loop {
         let line = lines.next().expect("the binary logs its start").expect("stderr line");
         let v: Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "portcullis started" {
             break v;
         }
+        let _ = tx.send(v);
     };
-    std::thread::spawn(move || for _ in lines {});
-    (child, started)
+    // Keeps draining after the receiver is dropped, so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).unwrap_or_default());
+        }
+    });
+    (child, started, rx)
 }
 
 /// The JSON log lines a binary started by [`spawn_binary_logged`] has written so far, in order.

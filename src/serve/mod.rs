@@ -1,0 +1,7 @@
+//! The running process: listeners (proxy and admin), the app that binds them, and hot reload.
+
+pub(crate) mod admin;
+pub(crate) mod app;
+pub(crate) mod linger;
+pub mod reload;
+pub(crate) mod server;
