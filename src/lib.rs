@@ -17,8 +17,10 @@ pub mod issuer;
 pub mod jwks;
 pub mod lint;
 pub mod log;
+pub mod logbuf;
 pub mod metrics;
 pub mod path;
+pub mod percore;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
@@ -194,6 +196,16 @@ impl App {
 
     /// As [`App::start`], with per-issuer key sources overriding the config (tests).
     pub async fn start_with_sources(config: Config, sources: Vec<Option<Box<dyn KeySource>>>) -> Result<App, String> {
+        Self::start_on_cores(config, sources, percore::default_cores()).await
+    }
+
+    /// As [`App::start_with_sources`], serving the proxy listener on `cores` core threads
+    /// (`percore`; at least one).
+    pub async fn start_on_cores(
+        config: Config,
+        sources: Vec<Option<Box<dyn KeySource>>>,
+        cores: usize,
+    ) -> Result<App, String> {
         let metrics = Arc::new(Metrics::new());
         let tls_certs = match &config.tls {
             Some(t) => Some(server::CertStore::load(t)?),
@@ -203,10 +215,11 @@ impl App {
             Some(store) => Some(server::tls_acceptor(store.clone())?),
             None => None,
         };
-        let proxy_listener = server::bind(config.listen).map_err(|e| format!("listen {}: {e}", config.listen))?;
+        let proxy_listener =
+            percore::bind(config.listen, cores).map_err(|e| format!("listen {}: {e}", config.listen))?;
         let admin_listener =
             server::bind(config.admin_listen).map_err(|e| format!("admin_listen {}: {e}", config.admin_listen))?;
-        let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
+        let proxy_addr = proxy_listener.local_addr();
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
         let settings = server::Settings::from(&config);
         let runtime = Runtime::build(config, &metrics, sources)?;
@@ -216,7 +229,8 @@ impl App {
         let shared =
             Arc::new(Shared { metrics, runtime: ArcSwap::from_pointee(runtime), draining: AtomicBool::new(false) });
         let (stop_accepting, stop_rx) = tokio::sync::watch::channel(false);
-        let proxy_task = tokio::spawn(server::serve(shared.clone(), proxy_listener, tls, settings, stop_rx.clone()));
+        let proxy_task = percore::spawn(shared.clone(), proxy_listener, tls, settings, stop_rx.clone())
+            .map_err(|e| format!("cannot start the core threads: {e}"))?;
         let admin_task = tokio::spawn(admin::serve(shared.clone(), admin_listener, stop_rx));
         Ok(App { shared, proxy_addr, admin_addr, tls_certs, stop_accepting, proxy_task, admin_task })
     }

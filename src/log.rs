@@ -52,7 +52,10 @@ pub fn init(format: Format, level: &str) {
         Format::Text => builder.with_ansi(false).try_init(),
     };
     // A second init (tests, demo) keeps the first subscriber.
-    let _ = result;
+    if result.is_ok() && format == Format::Json {
+        // Access lines skip the generic formatter and the per-line write (`logbuf`).
+        crate::logbuf::install(Box::new(std::io::stderr()));
+    }
 }
 
 #[cfg(test)]

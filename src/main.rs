@@ -103,14 +103,16 @@ fn main() -> ExitCode {
     let format = if quiet { log::Format::Text } else { cli.log_format };
     let level = if quiet && cli.log_level == "info" { "warn" } else { &cli.log_level };
     log::init(format, level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The control runtime: admin listener, reloads, JWKS refreshers, operator verbs. The proxy
+    // listener is served by its own core threads (`portcullis::percore`), so one worker is enough.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("portcullis: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = match load(cli.config.as_ref()) {
                 Ok(c) => c,
@@ -152,7 +154,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Demo { listen, admin_listen } => runtime.block_on(demo(listen, admin_listen)),
-    }
+    };
+    // Access lines still buffered (a second signal exits without waiting for the cores).
+    portcullis::logbuf::flush_all();
+    code
 }
 
 async fn run(config: config::Config, path: PathBuf) -> ExitCode {
@@ -170,9 +175,9 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Tokio sizes its worker pool with `available_parallelism`, which honours the cgroup CPU
-    // quota (cpu.max) on Linux; `TOKIO_WORKER_THREADS` overrides it. Logged so it can be checked.
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    // One core thread per CPU (`available_parallelism`, which honours the cgroup CPU quota
+    // cpu.max on Linux); `TOKIO_WORKER_THREADS` overrides it. Logged so it can be checked.
+    let workers = portcullis::percore::default_cores();
     tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, workers, "portcullis started");
     // Hot reload: file changes (watched directory) and SIGHUP (SPEC §6).
     let reloader = portcullis::reload::Reloader::new(&app, &path, Box::new(env_lookup));

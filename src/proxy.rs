@@ -63,20 +63,20 @@ impl AccessLog {
         let total = self.start.elapsed();
         self.shared.metrics.record_request(route, decision, reason, total.as_secs_f64());
         let micros = |d: Option<Duration>| d.map(|d| d.as_micros() as u64);
-        tracing::info!(
-            target: "portcullis::access",
-            request_id = self.request_id.to_str().unwrap_or_default(),
-            method = self.method.as_str(),
-            path = self.path.as_deref().map(crate::log::truncate).map(tracing::field::display),
+        crate::logbuf::Access {
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            method: self.method.as_str(),
+            path: self.path.as_deref(),
             route,
-            decision = decision.as_str(),
-            reason = reason.as_str(),
-            status = status.map(|s| s.as_u16()),
-            sub = self.sub.as_deref().map(crate::log::truncate).map(tracing::field::display),
-            auth_us = micros(self.auth),
-            upstream_us = micros(self.upstream),
-            total_us = total.as_micros() as u64,
-        );
+            decision: decision.as_str(),
+            reason: reason.as_str(),
+            status: status.map(|s| s.as_u16()),
+            sub: self.sub.as_deref(),
+            auth_us: micros(self.auth),
+            upstream_us: micros(self.upstream),
+            total_us: total.as_micros() as u64,
+        }
+        .log();
     }
 }
 

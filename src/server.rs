@@ -114,7 +114,7 @@ pub fn tls_acceptor(store: Arc<CertStore>) -> Result<tokio_rustls::TlsAcceptor, 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-fn builder(s: &Settings) -> auto::Builder<TokioExecutor> {
+pub(crate) fn builder(s: &Settings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -196,7 +196,7 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<I>(
+pub(crate) async fn serve_connection<I>(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     io: I,

@@ -4,9 +4,11 @@
 //! a request that may have reached the app: hyper-util only re-sends a request whose pooled
 //! connection closed before any byte of it was written.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -133,6 +135,20 @@ pub struct Upstream {
     base: String,
     timeout: Duration,
     idle_timeout: Duration,
+    /// Identifies these client settings to the per-core clients (newer snapshots, larger ids).
+    id: u64,
+    builder: hyper_util::client::legacy::Builder,
+    connector: Connector,
+}
+
+/// Upstream ids: one per [`Upstream`] built, increasing.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// A core thread's own client (and so its own connection pool), for the newest snapshot it
+    /// has served. Its connection tasks are spawned on the core's runtime, so a request and its
+    /// upstream exchange stay on one thread (`percore`).
+    static CORE_CLIENT: RefCell<Option<(u64, Client<Connector, ProxyBody>)>> = const { RefCell::new(None) };
 }
 
 impl Upstream {
@@ -159,7 +175,37 @@ impl Upstream {
             .retry_canceled_requests(true)
             .set_host(false)
             .http2_only(config.http2);
-        Upstream { client: builder.build(connector), base, timeout: config.timeout, idle_timeout: config.idle_timeout }
+        Upstream {
+            client: builder.build(connector.clone()),
+            base,
+            timeout: config.timeout,
+            idle_timeout: config.idle_timeout,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            builder,
+            connector,
+        }
+    }
+
+    /// Start the exchange on this core's own client when on a core thread (built on first use
+    /// with this snapshot's settings; a reload replaces it, and its idle connections close); on
+    /// any other thread, or for a request of a snapshot older than the core's client, on the
+    /// shared client.
+    fn dispatch(&self, request: Request<ProxyBody>) -> hyper_util::client::legacy::ResponseFuture {
+        if crate::percore::current().is_none() {
+            return self.client.request(request);
+        }
+        CORE_CLIENT.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            match &*slot {
+                Some((id, client)) if *id == self.id => return client.request(request),
+                Some((id, _)) if *id > self.id => return self.client.request(request),
+                _ => {}
+            }
+            let client = self.builder.build(self.connector.clone());
+            let response = client.request(request);
+            *slot = Some((self.id, client));
+            response
+        })
     }
 
     /// The absolute URI for a normalised path and the untouched query.
@@ -174,7 +220,7 @@ impl Upstream {
     /// Send and wait for response headers (at most `timeout`); the response body is streamed
     /// with the idle timeout.
     pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, UpstreamError> {
-        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+        let response = match tokio::time::timeout(self.timeout, self.dispatch(request)).await {
             Err(_) => return Err(UpstreamError::Timeout),
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(r)) => r,
