@@ -38,6 +38,7 @@ fn finding(code: &'static str, route: Option<&Route>, message: String) -> Findin
 
 /// Every finding, in a stable order: per route in file order, then global ones.
 pub fn lint(c: &Config) -> Vec<Finding> {
+    let ix = Index::new(c);
     let mut out = Vec::new();
     for (i, route) in c.routes.iter().enumerate() {
         if route.mode == Mode::Audit {
@@ -59,8 +60,8 @@ pub fn lint(c: &Config) -> Vec<Finding> {
                 ));
             }
         }
-        out.extend(reachability(c, i));
-        out.extend(public_under_protected(c, route));
+        out.extend(reachability(c, i, &ix));
+        out.extend(public_under_protected(c, i, &ix));
         out.extend(unsatisfiable(c, route));
     }
     if c.identity.forward_token {
@@ -99,6 +100,34 @@ fn shape(pattern: &str, case_insensitive: bool) -> Vec<String> {
     body.split('/').map(|s| if case_insensitive { s.to_ascii_lowercase() } else { s.to_owned() }).collect()
 }
 
+/// Every route's shape computed once, and the routes grouped the two ways the checks look them
+/// up, so that linting (at every start and reload) stays linear in the number of routes instead
+/// of comparing every pair (10,000 routes: 10^8 comparisons).
+struct Index {
+    shapes: Vec<Vec<String>>,
+    /// Shape → the routes with it, in file order.
+    by_shape: std::collections::HashMap<Vec<String>, Vec<usize>>,
+    /// First literal segment → the protected routes whose pattern starts with it, in file order.
+    protected_by_first: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl Index {
+    fn new(c: &Config) -> Index {
+        let shapes: Vec<Vec<String>> = c.routes.iter().map(|r| shape(&r.path, c.case_insensitive)).collect();
+        let mut by_shape: std::collections::HashMap<Vec<String>, Vec<usize>> = Default::default();
+        let mut protected_by_first: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, sh) in shapes.iter().enumerate() {
+            by_shape.entry(sh.clone()).or_default().push(i);
+            if c.routes[i].auth == AuthMode::Required
+                && let Some(first) = sh.first().filter(|seg| *seg != "*" && *seg != "**")
+            {
+                protected_by_first.entry(first.clone()).or_default().push(i);
+            }
+        }
+        Index { shapes, by_shape, protected_by_first }
+    }
+}
+
 fn method_names(ms: &[Method]) -> String {
     ms.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
 }
@@ -106,11 +135,10 @@ fn method_names(ms: &[Method]) -> String {
 /// Routes with the same shape compete only on methods: one that lists the method beats one that
 /// lists none, and between equals the earlier in the file wins (`RouteTable::candidates` sorts
 /// stably). A route can so lose some methods (shadowed) or all of them (unreachable).
-fn reachability(c: &Config, i: usize) -> Vec<Finding> {
+fn reachability(c: &Config, i: usize, ix: &Index) -> Vec<Finding> {
     let r = &c.routes[i];
-    let me = shape(&r.path, c.case_insensitive);
     let same: Vec<(usize, &Route)> =
-        c.routes.iter().enumerate().filter(|(j, o)| *j != i && shape(&o.path, c.case_insensitive) == me).collect();
+        ix.by_shape[&ix.shapes[i]].iter().filter(|&&j| j != i).map(|&j| (j, &c.routes[j])).collect();
     if same.is_empty() {
         return Vec::new();
     }
@@ -227,19 +255,20 @@ fn methods_overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
 /// A public (or anonymous-allowed) route nested inside a protected subtree wins there because it
 /// is more specific — often intended (`/admin/health`), sometimes a hole. The catch-all `/**` is
 /// not a "prefix": public routes beside it are the normal layout.
-fn public_under_protected(c: &Config, s: &Route) -> Vec<Finding> {
+fn public_under_protected(c: &Config, i: usize, ix: &Index) -> Vec<Finding> {
+    let s = &c.routes[i];
     if s.auth == AuthMode::Required {
         return Vec::new();
     }
-    let inner = shape(&s.path, c.case_insensitive);
+    let inner = &ix.shapes[i];
     let mut out = Vec::new();
-    for r in &c.routes {
-        let outer = shape(&r.path, c.case_insensitive);
-        let has_literal_prefix = outer.first().is_some_and(|seg| seg != "*" && seg != "**");
-        if r.auth == AuthMode::Required
-            && has_literal_prefix
-            && outer != inner
-            && covers(&outer, &inner)
+    // Only a protected route with a literal first segment counts, and to cover `inner` that
+    // segment must be `inner`'s first one.
+    let candidates = inner.first().and_then(|first| ix.protected_by_first.get(first));
+    for &j in candidates.into_iter().flatten() {
+        let (r, outer) = (&c.routes[j], &ix.shapes[j]);
+        if outer != inner
+            && covers(outer, inner)
             && methods_overlap(&r.methods, &s.methods)
         {
             let what =
