@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# profile.sh: per-request costs of Portcullis (one token, access log on, JSON) and of nginx as a
+# plain proxy without auth, both in front of the peers kit's upstream (127.0.0.1:9001, fixed 200),
+# for docs/profiling.md:
+#   - CPU per request and its user/kernel split (/proc/PID/stat over a wrk run);
+#   - system calls per request (strace -c -f over a wrk run; strace slows the process, the counts
+#     per request are what matters);
+#   - instructions per request (callgrind: load-independent; the run under valgrind is slow).
+#
+#   scripts/bench/profile.sh --bin target/release/portcullis [--kit ../shared/peers] [--out DIR] [-d SECONDS]
+#
+# Needs the kit started (../shared/peers/start.sh), wrk, strace, valgrind (callgrind_control).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+KIT=${PEERS_KIT:-$ROOT/../shared/peers}
+BIN="" D=10 OUT=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bin) BIN=$(realpath "${2:?}"); shift 2 ;; --kit) KIT=$(realpath "${2:?}"); shift 2 ;;
+    --out) OUT=$(realpath -m "${2:?}"); shift 2 ;; -d) D=${2:?}; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$BIN" ] || { echo "--bin PATH is required" >&2; exit 2; }
+. "$KIT/common.sh"
+for t in wrk strace valgrind callgrind_control callgrind_annotate nginx; do command -v $t >/dev/null || die "$t missing"; done
+X=$W/profile
+OUT=${OUT:-$X/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT" "$X/run/tmp"
+TOK=$(cat "$W/keys/token_valid.txt")
+H="Authorization: Bearer $TOK"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; return 0; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+HZ=$(getconf CLK_TCK)
+
+cat >"$X/portcullis.yaml" <<EOF
+listen: 127.0.0.1:19409
+admin_listen: 127.0.0.1:19419
+upstream:
+  url: http://127.0.0.1:9001
+issuers:
+  - name: kit
+    issuer: http://127.0.0.1:9000/us-east-1_TEST
+    jwks_uri: http://127.0.0.1:9000/us-east-1_TEST/.well-known/jwks.json
+    client_ids: [3n4b5urk1ft4fl3mg5e62d9ado]
+    token_use: access
+shutdown:
+  delay: 0s
+  grace: 2s
+routes:
+  - name: all
+    path: /**
+    require:
+      groups_any: [admins]
+EOF
+# nginx as in the kit (2 workers, access log off) and a one-process variant for callgrind.
+nginx_conf() {   # file extra-main
+  cat >"$1" <<EOF
+$2
+pid $X/run/nginx.pid;
+error_log $X/run/nginx.error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $X/run/tmp; proxy_temp_path $X/run/tmp; fastcgi_temp_path $X/run/tmp;
+    uwsgi_temp_path $X/run/tmp; scgi_temp_path $X/run/tmp;
+    upstream backend { server 127.0.0.1:9001; keepalive 64; }
+    server { listen 127.0.0.1:19407;
+             location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://backend; } }
+}
+EOF
+}
+nginx_conf "$X/nginx.conf" "worker_processes 2; daemon off;"
+nginx_conf "$X/nginx-1.conf" "worker_processes 1; daemon off; master_process off;"
+
+wait_200() { for _ in $(seq 1500); do [ "$(http_code -H "$H" "$1")" = 200 ] && return 0; sleep 0.02; done; die "$1 never answered 200"; }
+ticks() { local u=0 s=0 p; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
+requests() { awk '/requests in/ {print $1}' "$1"; }
+workers_of() { echo "$1 $(pgrep -P "$1" | xargs)"; }
+
+measure() {   # name url pids...
+  local n=$1 url=$2; shift 2
+  wrk -t2 -c32 -d2s -H "$H" "$url" >/dev/null 2>&1 || true
+  read -r u0 s0 < <(ticks "$@")
+  wrk -t2 -c32 -d"${D}s" -H "$H" "$url" >"$OUT/$n.cpu.wrk.txt" 2>&1
+  read -r u1 s1 < <(ticks "$@")
+  local req; req=$(requests "$OUT/$n.cpu.wrk.txt")
+  python3 -c "u=($u1-$u0)/$HZ; s=($s1-$s0)/$HZ; r=$req
+print(f'$n cpu_us_per_request {(u+s)/r*1e6:.1f} user_us {u/r*1e6:.1f} kernel_us {s/r*1e6:.1f} kernel_share {s/(u+s):.2f} requests {r}')" \
+    | tee "$OUT/$n.cpu.txt"
+  # Syscalls: strace every thread of every process, over a shorter run.
+  local args=() p
+  for p in "$@"; do args+=(-p "$p"); done
+  strace -c -f "${args[@]}" -o "$OUT/$n.strace.txt" &
+  local st=$!
+  sleep 1
+  wrk -t2 -c32 -d5s -H "$H" "$url" >"$OUT/$n.strace.wrk.txt" 2>&1
+  kill -INT $st; wait $st 2>/dev/null || true
+  python3 - "$OUT/$n.strace.txt" "$(requests "$OUT/$n.strace.wrk.txt")" "$n" <<'EOF' | tee "$OUT/$n.syscalls.txt"
+import re, sys
+path, req, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows = []
+for line in open(path):
+    m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+    if m and m.group(2) != "total":
+        rows.append((int(m.group(1)), m.group(2)))
+total = sum(c for c, _ in rows)
+print(f"{name} syscalls_per_request {total / req:.2f} ({req} requests) " +
+      ", ".join(f"{s} {c / req:.2f}" for c, s in sorted(rows, reverse=True) if c / req >= 0.01))
+EOF
+}
+
+say "Portcullis: CPU split and syscalls"
+"$BIN" --log-format json run --config "$X/portcullis.yaml" 2>"$OUT/portcullis.log" >/dev/null &
+PC=$!; PIDS+=("$PC")
+wait_200 http://127.0.0.1:19409/bench
+measure portcullis http://127.0.0.1:19409/bench "$PC"
+kill -INT "$PC"; wait "$PC" 2>/dev/null || true
+
+say "nginx plain proxy: CPU split and syscalls"
+nginx -c "$X/nginx.conf" -e "$X/run/nginx.error.log" &
+NG=$!; PIDS+=("$NG")
+wait_200 http://127.0.0.1:19407/bench
+measure nginx-plain http://127.0.0.1:19407/bench $(workers_of "$NG")
+kill -QUIT "$NG"; wait "$NG" 2>/dev/null || true
+
+callgrind() {   # name url cmd...
+  local n=$1 url=$2; shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/$n.callgrind.%p" "$@" 2>"$OUT/$n.valgrind.log" >/dev/null &
+  local vg=$!; PIDS+=("$vg")
+  wait_200 "$url"
+  wrk -t1 -c4 -d3s -H "$H" "$url" >/dev/null 2>&1 || true
+  callgrind_control -z "$vg" >/dev/null
+  wrk -t1 -c4 -d15s -H "$H" "$url" >"$OUT/$n.callgrind.wrk.txt" 2>&1
+  callgrind_control -d "$vg" >/dev/null
+  sleep 1
+  kill -INT "$vg" 2>/dev/null; sleep 2; kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
+  # The dump taken right after the measured run (callgrind_control -d writes <file>.1).
+  local f; f=$(ls -1 "$OUT/$n.callgrind."*.1 | head -n1)
+  local ir; ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  local req; req=$(requests "$OUT/$n.callgrind.wrk.txt")
+  python3 -c "print(f'$n instructions_per_request {$ir / $req:,.0f} ({$req} requests, $ir Ir; dump $(basename "$f"))')" \
+    | tee "$OUT/$n.instructions.txt"
+  callgrind_annotate --inclusive=yes "$f" 2>/dev/null | head -n 60 >"$OUT/$n.callgrind.inclusive.txt" || true
+}
+say "callgrind: Portcullis"
+callgrind portcullis http://127.0.0.1:19409/bench "$BIN" --log-format json run --config "$X/portcullis.yaml"
+say "callgrind: nginx plain proxy (one process)"
+callgrind nginx-plain http://127.0.0.1:19407/bench nginx -c "$X/nginx-1.conf" -e "$X/run/nginx.error.log"
+cat "$OUT"/*.cpu.txt "$OUT"/*.syscalls.txt "$OUT"/*.instructions.txt >"$OUT/SUMMARY.txt"
+say "summary ($OUT/SUMMARY.txt):"
+cat "$OUT/SUMMARY.txt"
