@@ -267,10 +267,7 @@ fn public_under_protected(c: &Config, i: usize, ix: &Index) -> Vec<Finding> {
     let candidates = inner.first().and_then(|first| ix.protected_by_first.get(first));
     for &j in candidates.into_iter().flatten() {
         let (r, outer) = (&c.routes[j], &ix.shapes[j]);
-        if outer != inner
-            && covers(outer, inner)
-            && methods_overlap(&r.methods, &s.methods)
-        {
+        if outer != inner && covers(outer, inner) && methods_overlap(&r.methods, &s.methods) {
             let what =
                 if s.auth == AuthMode::None { "public (auth: none)" } else { "anonymous-allowed (auth: optional)" };
             out.push(finding(

@@ -178,7 +178,8 @@ fn compile(pattern: &str) -> Vec<Segment> {
 
 impl RouteTable {
     pub fn new(routes: &[config::Route], case_insensitive: bool) -> Self {
-        let routes: Vec<Route> = routes.iter().map(|r| Route { segments: compile(&r.path), config: r.clone() }).collect();
+        let routes: Vec<Route> =
+            routes.iter().map(|r| Route { segments: compile(&r.path), config: r.clone() }).collect();
         RouteTable { trie: Trie::new(&routes, case_insensitive), routes, case_insensitive }
     }
 

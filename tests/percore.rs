@@ -57,9 +57,7 @@ impl Fixture {
 
     fn accepted_per_core(&self) -> Vec<f64> {
         let text = self.p.metrics();
-        (0..CORES)
-            .map(|c| metric(&text, "portcullis_core_connections_total", &[("core", &c.to_string())]))
-            .collect()
+        (0..CORES).map(|c| metric(&text, "portcullis_core_connections_total", &[("core", &c.to_string())])).collect()
     }
 
     /// Open a keep-alive connection, send `request` on it, and return it with its answer and the
@@ -90,7 +88,10 @@ impl Fixture {
                 return slots.into_iter().flatten().collect();
             }
         }
-        panic!("the kernel never spread 400 connections over all {CORES} listeners: {slots:?}", slots = slots.iter().map(Option::is_some).collect::<Vec<_>>());
+        panic!(
+            "the kernel never spread 400 connections over all {CORES} listeners: {slots:?}",
+            slots = slots.iter().map(Option::is_some).collect::<Vec<_>>()
+        );
     }
 }
 

@@ -8,17 +8,19 @@
 #   - instructions per request (callgrind: load-independent; the run under valgrind is slow).
 #
 #   scripts/bench/profile.sh --bin target/release/portcullis [--kit ../shared/peers] [--out DIR] [-d SECONDS]
+#                            [--callgrind-only] [--no-nginx]
 #
 # Needs the kit started (../shared/peers/start.sh), wrk, strace, valgrind (callgrind_control).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 KIT=${PEERS_KIT:-$ROOT/../shared/peers}
-BIN="" D=10 OUT=""
+BIN="" D=10 OUT="" CG_ONLY=0 NGINX=1
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) BIN=$(realpath "${2:?}"); shift 2 ;; --kit) KIT=$(realpath "${2:?}"); shift 2 ;;
     --out) OUT=$(realpath -m "${2:?}"); shift 2 ;; -d) D=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --callgrind-only) CG_ONLY=1; shift ;; --no-nginx) NGINX=0; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -114,6 +116,7 @@ print(f"{name} syscalls_per_request {total / req:.2f} ({req} requests) " +
 EOF
 }
 
+if [ "$CG_ONLY" = 0 ]; then
 say "Portcullis: CPU split and syscalls"
 "$BIN" --log-format json run --config "$X/portcullis.yaml" 2>"$OUT/portcullis.log" >/dev/null &
 PC=$!; PIDS+=("$PC")
@@ -127,6 +130,7 @@ NG=$!; PIDS+=("$NG")
 wait_200 http://127.0.0.1:19407/bench
 measure nginx-plain http://127.0.0.1:19407/bench $(workers_of "$NG")
 kill -QUIT "$NG"; wait "$NG" 2>/dev/null || true
+fi
 
 callgrind() {   # name url cmd...
   local n=$1 url=$2; shift 2
@@ -149,8 +153,8 @@ callgrind() {   # name url cmd...
 }
 say "callgrind: Portcullis"
 callgrind portcullis http://127.0.0.1:19409/bench "$BIN" --log-format json run --config "$X/portcullis.yaml"
-say "callgrind: nginx plain proxy (one process)"
+[ "$NGINX" = 1 ] && say "callgrind: nginx plain proxy (one process)" &&
 callgrind nginx-plain http://127.0.0.1:19407/bench nginx -c "$X/nginx-1.conf" -e "$X/run/nginx.error.log"
-cat "$OUT"/*.cpu.txt "$OUT"/*.syscalls.txt "$OUT"/*.instructions.txt >"$OUT/SUMMARY.txt"
+cat "$OUT"/*.cpu.txt "$OUT"/*.syscalls.txt "$OUT"/*.instructions.txt >"$OUT/SUMMARY.txt" 2>/dev/null || true
 say "summary ($OUT/SUMMARY.txt):"
 cat "$OUT/SUMMARY.txt"

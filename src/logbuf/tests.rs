@@ -181,7 +181,9 @@ fn buffered_lines_survive_panics_and_thread_exit_and_failures_are_counted() {
     let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let mut seen: Vec<usize> = text
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole JSON lines")["n"].as_u64().unwrap() as usize)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("whole JSON lines")["n"].as_u64().unwrap() as usize
+        })
         .collect();
     seen.sort_unstable();
     let mut want: Vec<usize> = (0..4).flat_map(|t| (0..100).map(move |i| t * 1000 + i)).collect();
