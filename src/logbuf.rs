@@ -244,7 +244,7 @@ impl Access<'_> {
         str_field(out, "request_id", self.request_id);
         str_field(out, "method", self.method);
         if let Some(p) = self.path {
-            display_field(out, "path", crate::log::truncate(p));
+            truncated_field(out, "path", p);
         }
         str_field(out, "route", self.route);
         str_field(out, "decision", self.decision);
@@ -253,7 +253,7 @@ impl Access<'_> {
             num_field(out, "status", u64::from(s));
         }
         if let Some(s) = self.sub {
-            display_field(out, "sub", crate::log::truncate(s));
+            truncated_field(out, "sub", s);
         }
         if let Some(v) = self.auth_us {
             num_field(out, "auth_us", v);
@@ -279,10 +279,17 @@ fn str_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'"');
 }
 
-fn display_field(out: &mut Vec<u8>, name: &str, value: impl fmt::Display) {
+/// A client-controlled value as [`crate::log::truncate`] displays it, JSON-escaped.
+fn truncated_field(out: &mut Vec<u8>, name: &str, value: &str) {
     key(out, name);
     out.push(b'"');
-    let _ = write!(JsonEscaped(out), "{value}");
+    // `Truncated`'s own fast path, without the formatting machinery: short and nothing to replace
+    // means it displays the value unchanged (bytes ≥ characters).
+    if value.len() <= crate::log::MAX_LOGGED_CHARS && !value.chars().any(char::is_control) {
+        escape_into(out, value);
+    } else {
+        let _ = write!(JsonEscaped(out), "{}", crate::log::truncate(value));
+    }
     out.push(b'"');
 }
 
@@ -317,6 +324,10 @@ impl fmt::Write for JsonEscaped<'_> {
 /// everything else (DEL and non-ASCII included) as UTF-8.
 fn escape_into(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {

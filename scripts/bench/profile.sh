@@ -114,6 +114,18 @@ total = sum(c for c, _ in rows)
 print(f"{name} syscalls_per_request {total / req:.2f} ({req} requests) " +
       ", ".join(f"{s} {c / req:.2f}" for c, s in sorted(rows, reverse=True) if c / req >= 0.01))
 EOF
+  # Where the CPU goes, natively (software clock sampling; the VM has no hardware counters).
+  if command -v perf >/dev/null; then
+    perf record -q -e cpu-clock -F 1999 -o "$OUT/$n.perf.data" -p "$(echo "$@" | tr ' ' ,)" -- sleep 4 \
+      >/dev/null 2>&1 &
+    local pr=$!
+    wrk -t2 -c32 -d5s -H "$H" "$url" >/dev/null 2>&1
+    wait $pr 2>/dev/null || true
+    perf report -q -i "$OUT/$n.perf.data" --no-children --sort dso,sym --percent-limit 0.7 --stdio \
+      2>/dev/null | sed '/^$/d' | head -n 60 >"$OUT/$n.perf.txt" || true
+    perf report -q -i "$OUT/$n.perf.data" --no-children --sort dso --stdio 2>/dev/null | sed '/^$/d' \
+      | head -n 12 >"$OUT/$n.perf-dso.txt" || true
+  fi
 }
 
 if [ "$CG_ONLY" = 0 ]; then
