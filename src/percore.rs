@@ -163,6 +163,7 @@ impl Core {
             }
         };
         let accepted_total = self.shared.metrics.core_connections_total.with_label_values(&[&self.index.to_string()]);
+        let anchor = tokio::spawn(timer_anchor());
         // Every connection task holds a sender: all of them gone means this core is drained.
         let (open, mut drained) = mpsc::channel::<()>(1);
         loop {
@@ -212,9 +213,28 @@ impl Core {
         }
         drop(listener);
         drop(open);
+        anchor.abort();
         if tokio::time::timeout(self.settings.grace, drained.recv()).await.is_err() {
             tracing::warn!(core = self.index, "shutdown.grace elapsed with requests still in flight");
         }
         crate::logbuf::flush_thread();
+    }
+}
+
+/// How far ahead this core always has a timer registered (see [`timer_anchor`]).
+const TIMER_ANCHOR: Duration = Duration::from_millis(100);
+
+/// Tokio's timer wakes its driver — one `write(2)` to the runtime's eventfd, even from the
+/// runtime's own thread — whenever a timer is registered earlier than every timer already
+/// registered. Each request registers a few (the header read timeout of the next request, the
+/// upstream timeout), and between requests none may be left, so without this about every other
+/// request paid that system call (measured: 0.8 per request). A timer that is always at most
+/// [`TIMER_ANCHOR`] away makes every request's timers (seconds away) later than it: they are
+/// registered without a wake-up. Costs ten timer wake-ups a second per core.
+async fn timer_anchor() {
+    let mut tick = tokio::time::interval(TIMER_ANCHOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }

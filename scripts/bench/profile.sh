@@ -3,30 +3,31 @@
 # plain proxy without auth, both in front of the peers kit's upstream (127.0.0.1:9001, fixed 200),
 # for docs/profiling.md:
 #   - CPU per request and its user/kernel split (/proc/PID/stat over a wrk run);
-#   - system calls per request (strace -c -f over a wrk run; strace slows the process, the counts
-#     per request are what matters);
+#   - system calls per request (perf stat on the syscall tracepoints over a wrk run; time-driven
+#     calls such as the log flusher's 5 ms writes do not scale with the request rate);
+#   - where the CPU goes natively (perf record -e cpu-clock);
 #   - instructions per request (callgrind: load-independent; the run under valgrind is slow).
 #
 #   scripts/bench/profile.sh --bin target/release/portcullis [--kit ../shared/peers] [--out DIR] [-d SECONDS]
-#                            [--callgrind-only] [--no-nginx]
+#                            [--callgrind-only | --no-callgrind] [--no-nginx]
 #
-# Needs the kit started (../shared/peers/start.sh), wrk, strace, valgrind (callgrind_control).
+# Needs the kit started (../shared/peers/start.sh), wrk, perf, valgrind (callgrind_control).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 KIT=${PEERS_KIT:-$ROOT/../shared/peers}
-BIN="" D=10 OUT="" CG_ONLY=0 NGINX=1
+BIN="" D=10 OUT="" CG_ONLY=0 NGINX=1 CG=1
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) BIN=$(realpath "${2:?}"); shift 2 ;; --kit) KIT=$(realpath "${2:?}"); shift 2 ;;
     --out) OUT=$(realpath -m "${2:?}"); shift 2 ;; -d) D=${2:?}; shift 2 ;;
-    --callgrind-only) CG_ONLY=1; shift ;; --no-nginx) NGINX=0; shift ;;
+    --callgrind-only) CG_ONLY=1; shift ;; --no-nginx) NGINX=0; shift ;; --no-callgrind) CG=0; shift ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 [ -x "$BIN" ] || { echo "--bin PATH is required" >&2; exit 2; }
 . "$KIT/common.sh"
-for t in wrk strace valgrind callgrind_control callgrind_annotate nginx; do command -v $t >/dev/null || die "$t missing"; done
+for t in wrk perf valgrind callgrind_control callgrind_annotate nginx; do command -v $t >/dev/null || die "$t missing"; done
 X=$W/profile
 OUT=${OUT:-$X/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT" "$X/run/tmp"
@@ -94,25 +95,31 @@ measure() {   # name url pids...
   python3 -c "u=($u1-$u0)/$HZ; s=($s1-$s0)/$HZ; r=$req
 print(f'$n cpu_us_per_request {(u+s)/r*1e6:.1f} user_us {u/r*1e6:.1f} kernel_us {s/r*1e6:.1f} kernel_share {s/(u+s):.2f} requests {r}')" \
     | tee "$OUT/$n.cpu.txt"
-  # Syscalls: strace every thread of every process, over a shorter run.
-  local args=() p
-  for p in "$@"; do args+=(-p "$p"); done
-  strace -c -f "${args[@]}" -o "$OUT/$n.strace.txt" &
-  local st=$!
+  # Syscalls: counted in the kernel by tracepoints (perf stat; no ptrace slow-down as with
+  # strace), over 5 s in the middle of a 7 s wrk run; requests = wrk's rate × 5 s.
+  local events=raw_syscalls:sys_enter sc
+  for sc in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_ctl futex \
+            ioctl getsockopt setsockopt accept4 close clock_nanosleep sched_yield; do
+    events+=",syscalls:sys_enter_$sc"
+  done
+  wrk -t2 -c32 -d7s -H "$H" "$url" >"$OUT/$n.syscalls.wrk.txt" 2>&1 &
+  local wk=$!
   sleep 1
-  wrk -t2 -c32 -d5s -H "$H" "$url" >"$OUT/$n.strace.wrk.txt" 2>&1
-  kill -INT $st; wait $st 2>/dev/null || true
-  python3 - "$OUT/$n.strace.txt" "$(requests "$OUT/$n.strace.wrk.txt")" "$n" <<'EOF' | tee "$OUT/$n.syscalls.txt"
+  perf stat -x, -e "$events" -p "$(echo "$@" | tr ' ' ,)" -o "$OUT/$n.perfstat.txt" -- sleep 5 >/dev/null 2>&1
+  wait $wk
+  python3 - "$OUT/$n.perfstat.txt" "$OUT/$n.syscalls.wrk.txt" "$n" <<'EOF' | tee "$OUT/$n.syscalls.txt"
 import re, sys
-path, req, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rows = []
+path, wrk, name = sys.argv[1:4]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", open(wrk).read()).group(1))
+req = rps * 5
+counts = {}
 for line in open(path):
-    m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
-    if m and m.group(2) != "total":
-        rows.append((int(m.group(1)), m.group(2)))
-total = sum(c for c, _ in rows)
-print(f"{name} syscalls_per_request {total / req:.2f} ({req} requests) " +
-      ", ".join(f"{s} {c / req:.2f}" for c, s in sorted(rows, reverse=True) if c / req >= 0.01))
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].replace(".", "").isdigit():
+        counts[f[2].split(":")[-1].replace("sys_enter_", "")] = float(f[0])
+total = counts.pop("sys_enter", sum(counts.values()))
+print(f"{name} syscalls_per_request {total / req:.2f} (≈{req:.0f} requests at {rps:.0f} rps) " +
+      ", ".join(f"{k} {v / req:.2f}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v / req >= 0.005))
 EOF
   # Where the CPU goes, natively (software clock sampling; the VM has no hardware counters).
   if command -v perf >/dev/null; then
@@ -136,12 +143,14 @@ wait_200 http://127.0.0.1:19409/bench
 measure portcullis http://127.0.0.1:19409/bench "$PC"
 kill -INT "$PC"; wait "$PC" 2>/dev/null || true
 
+if [ "$NGINX" = 1 ]; then
 say "nginx plain proxy: CPU split and syscalls"
 nginx -c "$X/nginx.conf" -e "$X/run/nginx.error.log" &
 NG=$!; PIDS+=("$NG")
 wait_200 http://127.0.0.1:19407/bench
 measure nginx-plain http://127.0.0.1:19407/bench $(workers_of "$NG")
 kill -QUIT "$NG"; wait "$NG" 2>/dev/null || true
+fi
 fi
 
 callgrind() {   # name url cmd...
@@ -163,10 +172,12 @@ callgrind() {   # name url cmd...
     | tee "$OUT/$n.instructions.txt"
   callgrind_annotate --inclusive=yes "$f" 2>/dev/null | head -n 60 >"$OUT/$n.callgrind.inclusive.txt" || true
 }
+if [ "$CG" = 1 ]; then
 say "callgrind: Portcullis"
 callgrind portcullis http://127.0.0.1:19409/bench "$BIN" --log-format json run --config "$X/portcullis.yaml"
 [ "$NGINX" = 1 ] && say "callgrind: nginx plain proxy (one process)" &&
 callgrind nginx-plain http://127.0.0.1:19407/bench nginx -c "$X/nginx-1.conf" -e "$X/run/nginx.error.log"
+fi
 cat "$OUT"/*.cpu.txt "$OUT"/*.syscalls.txt "$OUT"/*.instructions.txt >"$OUT/SUMMARY.txt" 2>/dev/null || true
 say "summary ($OUT/SUMMARY.txt):"
 cat "$OUT/SUMMARY.txt"
