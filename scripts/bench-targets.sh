@@ -80,8 +80,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 for p in 19201 19207 19208 19209 19219 19309 19319; do port_busy $p && die "127.0.0.1:$p is in use"; done
-head -c 4096 /dev/urandom | base64 -w0 | head -c 4096 >"$X/files/4k"
-head -c 1048576 /dev/urandom | base64 -w0 | head -c 1048576 >"$X/files/1m"
+python3 -c 'import sys; [open(f"{sys.argv[1]}/{n}", "w").write(("0123456789abcdef" * (s // 16 + 1))[:s]) for n, s in (("4k", 4096), ("1m", 1048576))]' "$X/files"
 chmod -R a+rX "$X/files"
 nginx_conf() {   # name workers body
   cat >"$X/conf/$1.conf" <<EOF
@@ -141,7 +140,7 @@ printf '  - name: all\n    path: /**\n    require:\n      groups_any: [admins]\n
 pc_conf "$X/conf/portcullis.yaml" 19209 19219 "$X/conf/routes-1.yaml"
 PC_PID=""
 start_pc() {
-  "$BIN" --log-format json run --config "$X/conf/portcullis.yaml" 2>>"$RES/portcullis.log" >/dev/null &
+  "$BIN" --log-format json run --config "$X/conf/portcullis.yaml" 2>"$RES/portcullis.log" >/dev/null &
   PC_PID=$!; PIDS+=("$PC_PID")
   for _ in $(seq 1500); do
     [ "$(http_code http://127.0.0.1:19219/readyz)" = 200 ] && return 0
@@ -150,7 +149,7 @@ start_pc() {
   done
   die "portcullis not ready"
 }
-stop_pc() { kill -INT "$PC_PID" 2>/dev/null; wait "$PC_PID" 2>/dev/null || true; PC_PID=""; }
+stop_pc() { kill -INT "$PC_PID" 2>/dev/null || true; wait "$PC_PID" 2>/dev/null || true; PC_PID=""; }
 start_pc
 for u in http://127.0.0.1:19207/admin/bench http://127.0.0.1:19209/admin/bench http://127.0.0.1:9106/admin/bench; do
   [ "$(http_code -H "Authorization: Bearer $TOK" "$u")" = 200 ] || die "pre-check: $u did not answer 200"
@@ -217,7 +216,7 @@ for n in 32 1000 10000; do
     for _ in $(seq 600); do [ -e "$RES/idle.$target.$n.ready" ] && break; sleep 0.1; done
     if [ $target = portcullis ]; then rss=$(rss_of "$PC_PID"); else rss=$(rss_of $(nginx_pids)); fi
     echo "${target}_idle_${n}_kib $rss $(cat "$RES/idle.$target.$n.ready" 2>/dev/null)" >>"$RES/rss.txt"
-    kill "$HOLD" 2>/dev/null; wait "$HOLD" 2>/dev/null || true
+    kill "$HOLD" 2>/dev/null || true; wait "$HOLD" 2>/dev/null || true
   done
 done
 cat "$RES/rss.txt"

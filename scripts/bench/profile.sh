@@ -9,17 +9,22 @@
 #   - instructions per request (callgrind: load-independent; the run under valgrind is slow).
 #
 #   scripts/bench/profile.sh --bin target/release/portcullis [--kit ../shared/peers] [--out DIR] [-d SECONDS]
-#                            [--callgrind-only | --no-callgrind] [--no-nginx]
+#                            [--callgrind-only | --no-callgrind] [--no-nginx] [--unique-tokens FILE]
+#
+# Also: Portcullis's own CPU per request with one token, 2,000 rotating tokens and a never-seen
+# token per request, next to the load generator's (wrk's Lua script costs it CPU on the same
+# cores), and callgrind's instructions per request for the rotating run.
 #
 # Needs the kit started (../shared/peers/start.sh), wrk, perf, valgrind (callgrind_control).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 KIT=${PEERS_KIT:-$ROOT/../shared/peers}
-BIN="" D=10 OUT="" CG_ONLY=0 NGINX=1 CG=1
+BIN="" D=10 OUT="" CG_ONLY=0 NGINX=1 CG=1 UNIQUE=""
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) BIN=$(realpath "${2:?}"); shift 2 ;; --kit) KIT=$(realpath "${2:?}"); shift 2 ;;
     --out) OUT=$(realpath -m "${2:?}"); shift 2 ;; -d) D=${2:?}; shift 2 ;;
+    --unique-tokens) UNIQUE=$(realpath "${2:?}"); shift 2 ;;
     --callgrind-only) CG_ONLY=1; shift ;; --no-nginx) NGINX=0; shift ;; --no-callgrind) CG=0; shift ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -32,6 +37,7 @@ X=$W/profile
 OUT=${OUT:-$X/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT" "$X/run/tmp"
 TOK=$(cat "$W/keys/token_valid.txt")
+UNIQUE=${UNIQUE:-$W/targets/unique/tokens_many.txt}
 H="Authorization: Bearer $TOK"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; return 0; }
@@ -153,14 +159,16 @@ kill -QUIT "$NG"; wait "$NG" 2>/dev/null || true
 fi
 fi
 
-callgrind() {   # name url cmd...
+CG_WRK=() CG_WARM=3
+callgrind() {   # name url cmd... (wrk request options in CG_WRK, default the one token; warm-up CG_WARM s)
   local n=$1 url=$2; shift 2
+  local wa=("${CG_WRK[@]}"); [ ${#wa[@]} -gt 0 ] || wa=(-H "$H")
   valgrind --tool=callgrind --callgrind-out-file="$OUT/$n.callgrind.%p" "$@" 2>"$OUT/$n.valgrind.log" >/dev/null &
   local vg=$!; PIDS+=("$vg")
   wait_200 "$url"
-  wrk -t1 -c4 -d3s -H "$H" "$url" >/dev/null 2>&1 || true
+  wrk -t1 -c4 -d"${CG_WARM}s" "${wa[@]}" "$url" >/dev/null 2>&1 || true
   callgrind_control -z "$vg" >/dev/null
-  wrk -t1 -c4 -d15s -H "$H" "$url" >"$OUT/$n.callgrind.wrk.txt" 2>&1
+  wrk -t1 -c4 -d15s "${wa[@]}" "$url" >"$OUT/$n.callgrind.wrk.txt" 2>&1
   callgrind_control -d "$vg" >/dev/null
   sleep 1
   kill -INT "$vg" 2>/dev/null; sleep 2; kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
@@ -176,8 +184,51 @@ if [ "$CG" = 1 ]; then
 say "callgrind: Portcullis"
 callgrind portcullis http://127.0.0.1:19409/bench "$BIN" --log-format json run --config "$X/portcullis.yaml"
 [ "$NGINX" = 1 ] && say "callgrind: nginx plain proxy (one process)" &&
-callgrind nginx-plain http://127.0.0.1:19407/bench nginx -c "$X/nginx-1.conf" -e "$X/run/nginx.error.log"
+  callgrind nginx-plain http://127.0.0.1:19407/bench nginx -c "$X/nginx-1.conf" -e "$X/run/nginx.error.log"
 fi
-cat "$OUT"/*.cpu.txt "$OUT"/*.syscalls.txt "$OUT"/*.instructions.txt >"$OUT/SUMMARY.txt" 2>/dev/null || true
+if [ "$CG" = 1 ]; then
+  say "callgrind: Portcullis, 2,000 rotating tokens"
+  export PEERS_TOKENS=$W/keys/tokens_many.txt
+  # Warm-up long enough for two passes over the 2,000 tokens under valgrind (a token is cached on
+  # its second verification), so the measured run is all cache hits, as in the native runs.
+  CG_WRK=(-s "$KIT/tools/rotate_tokens.lua") CG_WARM=20
+  callgrind portcullis-rotate http://127.0.0.1:19409/bench "$BIN" --log-format json run --config "$X/portcullis.yaml"
+  CG_WRK=() CG_WARM=3
+fi
+
+if [ "$CG_ONLY" = 0 ]; then
+  say "Portcullis's CPU per request by token mode, and wrk's own"
+  export PEERS_TOKENS=$W/keys/tokens_many.txt BENCH_MODE=unique BENCH_TOKENS=$UNIQUE
+  for mode in single rotate unique; do
+    case $mode in
+      single) args=(-H "$H") ;;
+      rotate) args=(-s "$KIT/tools/rotate_tokens.lua") ;;
+      unique) [ -s "$UNIQUE" ] || { echo "   no never-seen tokens ($UNIQUE): skipped"; continue; }
+              args=(-s "$ROOT/scripts/bench/tokens.lua") ;;
+    esac
+    "$BIN" --log-format json run --config "$X/portcullis.yaml" 2>"$OUT/portcullis.$mode.log" >/dev/null &
+    pc=$!; PIDS+=("$pc")
+    wait_200 http://127.0.0.1:19409/bench
+    # Warm-up, except for never-seen tokens (the cache must start empty).
+    [ $mode = unique ] || wrk -t2 -c32 -d2s "${args[@]}" http://127.0.0.1:19409/bench >/dev/null 2>&1 || true
+    read -r u0 s0 < <(ticks "$pc")
+    ( wrk -t2 -c32 -d"${D}s" "${args[@]}" http://127.0.0.1:19409/bench >"$OUT/mode.$mode.wrk.txt" 2>&1; times >"$OUT/mode.$mode.times" )
+    read -r u1 s1 < <(ticks "$pc")
+    kill -INT "$pc"; wait "$pc" 2>/dev/null || true
+    python3 - "$mode" "$((u1 - u0))" "$((s1 - s0))" "$HZ" "$OUT/mode.$mode.wrk.txt" "$OUT/mode.$mode.times" <<'EOF' | tee "$OUT/mode.$mode.txt"
+import re, sys
+mode, u, s, hz, wrk, times = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+text = open(wrk).read()
+req = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+sec = lambda m: int(m[0]) * 60 + float(m[1])
+child = re.findall(r"(\d+)m([\d.]+)s", open(times).read())[2:4]
+wu, ws = sec(child[0]), sec(child[1])
+print(f"mode {mode}: portcullis {(u + s) / hz / req * 1e6:.1f} us/request (user {u / hz / req * 1e6:.1f}, kernel "
+      f"{s / hz / req * 1e6:.1f}); wrk {(wu + ws) / req * 1e6:.1f} us/request; {rps:.0f} rps, {req} requests")
+EOF
+  done
+fi
+cat "$OUT"/*.cpu.txt "$OUT"/*.syscalls.txt "$OUT"/*.instructions.txt "$OUT"/mode.{single,rotate,unique}.txt >"$OUT/SUMMARY.txt" 2>/dev/null || true
 say "summary ($OUT/SUMMARY.txt):"
 cat "$OUT/SUMMARY.txt"
