@@ -165,6 +165,15 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return ExitCode::FAILURE;
     };
+    // Likewise SIGTERM/SIGINT: readiness can turn true (and an orchestrator stop arrive) before
+    // the rest of start-up finishes; without a handler the default action would kill the
+    // process with no drain.
+    let Ok(term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(int) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) else {
+        return ExitCode::FAILURE;
+    };
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -194,7 +203,7 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
             let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
         }
     });
-    let code = serve_until_signalled(app).await;
+    let code = serve_until_signalled(app, term, int).await;
     hup_task.abort();
     if let Some(w) = watcher {
         w.abort();
@@ -202,13 +211,11 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     code
 }
 
-async fn serve_until_signalled(app: App) -> ExitCode {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-        return ExitCode::FAILURE;
-    };
-    let Ok(mut int) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) else {
-        return ExitCode::FAILURE;
-    };
+async fn serve_until_signalled(
+    app: App,
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) -> ExitCode {
     tokio::select! {
         _ = term.recv() => {
             tracing::info!("SIGTERM: draining");
