@@ -1,8 +1,8 @@
 //! Micro-benchmarks of the request hot path (README "Performance", docs/profiling.md):
 //! token verification cold (cache disabled: decode, RSA verify, claims, identity encoding) and
-//! cached (digest + lookup + expiry/key checks), route matching on a 200-route table, and the
-//! header work every forwarded request does (strip untrusted + rewrite for the upstream), and the
-//! whole decision (`decision::authorize`) on a cached token.
+//! cached (digest + lookup + expiry/key checks), route matching on tables of 10, 1,000 and 10,000
+//! routes, the header work every forwarded request does (strip untrusted + rewrite for the
+//! upstream), and the whole decision (`decision::authorize`) on a cached token.
 //!
 //! `cargo bench --bench hot_path` measures; `cargo test --all-targets` runs each benchmark once
 //! (divan's test mode), so the assertions in the fixtures keep them honest.
@@ -94,12 +94,43 @@ fn verify_cached(b: Bencher) {
     b.bench_local(|| f.rt.block_on(f.verifier.verify(black_box(&f.token), UseRule::Issuer)).is_ok());
 }
 
-#[divan::bench(args = ["/svc150/items/42/detail", "/svc197/a/b/c", "/svc151/admin", "/nothing/here"])]
-fn route_find_200(b: Bencher, path: &str) {
-    let cfg = config(200, 0);
-    let table = RouteTable::new(&cfg.routes, false);
-    assert!(table.find(&Method::GET, path).is_some());
+/// Route tables of 10, 1,000 and 10,000 routes (plus the catch-all).
+const ROUTES: &[usize] = &[10, 1_000, 10_000];
+
+fn table(n: usize) -> RouteTable {
+    let cfg = config(n, 0);
+    RouteTable::new(&cfg.routes, false)
+}
+
+/// The last route index below `n` of kind `kind` (`i % 4`), so the match sits at the table's end.
+fn last_of_kind(n: usize, kind: usize) -> usize {
+    (0..n).rev().find(|i| i % 4 == kind).unwrap()
+}
+
+fn bench_find(b: Bencher, n: usize, path: &str, want: &str) {
+    let table = table(n);
+    assert_eq!(table.find(&Method::GET, path).map(|r| r.name.as_str()), Some(want), "{path}");
     b.bench_local(|| table.find(black_box(&Method::GET), black_box(path)).map(|r| r.name.len()));
+}
+
+/// `/svcN/items/*/detail`: literal, literal, `*`, literal.
+#[divan::bench(args = ROUTES)]
+fn route_find_star(b: Bencher, n: usize) {
+    let i = last_of_kind(n, 2);
+    bench_find(b, n, &format!("/svc{i}/items/42/detail"), &format!("r{i}"));
+}
+
+/// `/svcN/**` with three segments below it.
+#[divan::bench(args = ROUTES)]
+fn route_find_tree(b: Bencher, n: usize) {
+    let i = last_of_kind(n, 1);
+    bench_find(b, n, &format!("/svc{i}/a/b/c"), &format!("r{i}"));
+}
+
+/// A path no specific route matches: the catch-all `/**`.
+#[divan::bench(args = ROUTES)]
+fn route_find_fallback(b: Bencher, n: usize) {
+    bench_find(b, n, "/nothing/here", "all");
 }
 
 /// A typical browser request as it arrives, plus two headers that must be stripped.

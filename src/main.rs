@@ -114,15 +114,20 @@ fn main() -> ExitCode {
     );
     let format = if quiet { log::Format::Text } else { cli.log_format };
     let level = if quiet && cli.log_level == "info" { "warn" } else { &cli.log_level };
-    log::init(format, level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    if log::init(format, level) && format == log::Format::Json {
+        // Access lines skip the generic formatter and the per-line write (`telemetry::logbuf`).
+        portcullis::telemetry::logbuf::install(Box::new(std::io::stderr()));
+    }
+    // The control runtime: admin listener, reloads, JWKS refreshers, operator verbs. The proxy
+    // listener is served by its own core threads (`serve::percore`), so one worker is enough.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("portcullis: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = match load(cli.config.as_ref()) {
                 Ok(c) => c,
@@ -166,12 +171,24 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Demo { listen, admin_listen } => runtime.block_on(demo(listen, admin_listen)),
-    }
+    };
+    // Access lines still buffered (a second signal exits without waiting for the cores).
+    portcullis::telemetry::logbuf::flush_all();
+    code
 }
 
 async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     // Installed before anything is announced, so an early SIGHUP reloads instead of killing.
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return ExitCode::FAILURE;
+    };
+    // Likewise SIGTERM/SIGINT: readiness can turn true (and an orchestrator stop arrive) before
+    // the rest of start-up finishes; without a handler the default action would kill the
+    // process with no drain.
+    let Ok(term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(int) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) else {
         return ExitCode::FAILURE;
     };
     config::lint::log_findings(&config);
@@ -182,9 +199,9 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Tokio sizes its worker pool with `available_parallelism`, which honours the cgroup CPU
-    // quota (cpu.max) on Linux; `TOKIO_WORKER_THREADS` overrides it. Logged so it can be checked.
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    // One core thread per CPU (`available_parallelism`, which honours the cgroup CPU quota
+    // cpu.max on Linux); `TOKIO_WORKER_THREADS` overrides it. Logged so it can be checked.
+    let workers = portcullis::serve::percore::default_cores();
     tracing::info!(listen = %app.proxy_addr, admin = %app.admin_addr, workers, "portcullis started");
     // Hot reload: file changes (watched directory) and SIGHUP (SPEC §6).
     let reloader = portcullis::serve::reload::Reloader::new(&app, &path, Box::new(env_lookup));
@@ -201,7 +218,7 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
             let _ = reloader.reload(portcullis::serve::reload::Trigger::Signal).await;
         }
     });
-    let code = serve_until_signalled(app).await;
+    let code = serve_until_signalled(app, term, int).await;
     hup_task.abort();
     if let Some(w) = watcher {
         w.abort();
@@ -209,13 +226,11 @@ async fn run(config: config::Config, path: PathBuf) -> ExitCode {
     code
 }
 
-async fn serve_until_signalled(app: App) -> ExitCode {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-        return ExitCode::FAILURE;
-    };
-    let Ok(mut int) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) else {
-        return ExitCode::FAILURE;
-    };
+async fn serve_until_signalled(
+    app: App,
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) -> ExitCode {
     tokio::select! {
         _ = term.recv() => {
             tracing::info!("SIGTERM: draining");

@@ -276,6 +276,7 @@ fn operations_names_exactly_the_exported_metrics() {
     m.stripped_headers_total.with_label_values(&["identity"]).inc();
     m.config_reloads_total.with_label_values(&["ok"]).inc();
     m.upstream_errors_total.with_label_values(&["connect"]).inc();
+    m.core_connections_total.with_label_values(&["0"]).inc();
     let exported: std::collections::BTreeSet<String> = m
         .render()
         .lines()

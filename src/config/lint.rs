@@ -6,6 +6,8 @@
 //! Codes: `audit_mode`, `forward_token`, `user_writable_claim`, `unreachable_route`,
 //! `shadowed_route`, `public_under_protected`, `unsatisfiable`, `non_loopback_upstream`.
 
+use std::collections::HashMap;
+
 use http::Method;
 use serde::Serialize;
 
@@ -40,6 +42,7 @@ fn finding(code: &'static str, route: Option<&Route>, message: String) -> Findin
 
 /// Every finding, in a stable order: per route in file order, then global ones.
 pub fn lint(c: &Config) -> Vec<Finding> {
+    let ix = Index::new(c);
     let mut out = Vec::new();
     for (i, route) in c.routes.iter().enumerate() {
         if route.mode == Mode::Audit {
@@ -61,8 +64,8 @@ pub fn lint(c: &Config) -> Vec<Finding> {
                 ));
             }
         }
-        out.extend(reachability(c, i));
-        out.extend(public_under_protected(c, route));
+        out.extend(reachability(c, i, &ix));
+        out.extend(public_under_protected(c, i, &ix));
         out.extend(unsatisfiable(c, route));
     }
     if c.identity.forward_token {
@@ -90,6 +93,57 @@ pub fn lint(c: &Config) -> Vec<Finding> {
     out
 }
 
+/// One segment of a pattern as the lints compare it: literals case-folded when matching is
+/// case-insensitive, so that two patterns have equal shapes exactly when `Pattern::same_paths`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Shape {
+    Literal(String),
+    Star,
+    Rest,
+}
+
+fn shape(route: &Route, case_insensitive: bool) -> Vec<Shape> {
+    route
+        .path
+        .segments()
+        .iter()
+        .map(|seg| match seg {
+            Segment::Literal(l) if case_insensitive => Shape::Literal(l.to_ascii_lowercase()),
+            Segment::Literal(l) => Shape::Literal(l.clone()),
+            Segment::Star => Shape::Star,
+            Segment::Rest => Shape::Rest,
+        })
+        .collect()
+}
+
+/// Every route's shape computed once, and the routes grouped the two ways the checks look them
+/// up, so that linting (at every start and reload) stays linear in the number of routes instead
+/// of comparing every pair (10,000 routes: 10^8 comparisons).
+struct Index {
+    shapes: Vec<Vec<Shape>>,
+    /// Shape → the routes with it, in file order.
+    by_shape: HashMap<Vec<Shape>, Vec<usize>>,
+    /// First literal segment → the protected routes whose pattern starts with it, in file order.
+    protected_by_first: HashMap<Shape, Vec<usize>>,
+}
+
+impl Index {
+    fn new(c: &Config) -> Index {
+        let shapes: Vec<Vec<Shape>> = c.routes.iter().map(|r| shape(r, c.case_insensitive)).collect();
+        let mut by_shape: HashMap<Vec<Shape>, Vec<usize>> = HashMap::new();
+        let mut protected_by_first: HashMap<Shape, Vec<usize>> = HashMap::new();
+        for (i, sh) in shapes.iter().enumerate() {
+            by_shape.entry(sh.clone()).or_default().push(i);
+            if c.routes[i].auth == AuthMode::Required
+                && let Some(first @ Shape::Literal(_)) = sh.first()
+            {
+                protected_by_first.entry(first.clone()).or_default().push(i);
+            }
+        }
+        Index { shapes, by_shape, protected_by_first }
+    }
+}
+
 fn method_names(ms: &[Method]) -> String {
     ms.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
 }
@@ -97,14 +151,10 @@ fn method_names(ms: &[Method]) -> String {
 /// Routes with the same shape compete only on methods: one that lists the method beats one that
 /// lists none, and between equals the earlier in the file wins (`RouteTable::candidates` sorts
 /// stably). A route can so lose some methods (shadowed) or all of them (unreachable).
-fn reachability(c: &Config, i: usize) -> Vec<Finding> {
+fn reachability(c: &Config, i: usize, ix: &Index) -> Vec<Finding> {
     let r = &c.routes[i];
-    let same: Vec<(usize, &Route)> = c
-        .routes
-        .iter()
-        .enumerate()
-        .filter(|(j, o)| *j != i && o.path.same_paths(&r.path, c.case_insensitive))
-        .collect();
+    let same: Vec<(usize, &Route)> =
+        ix.by_shape[&ix.shapes[i]].iter().filter(|&&j| j != i).map(|&j| (j, &c.routes[j])).collect();
     if same.is_empty() {
         return Vec::new();
     }
@@ -197,18 +247,21 @@ fn strictness(r: &Route) -> u8 {
 /// A public (or anonymous-allowed) route nested inside a protected subtree wins there because it
 /// is more specific — often intended (`/admin/health`), sometimes a hole. The catch-all `/**` is
 /// not a "prefix": public routes beside it are the normal layout.
-fn public_under_protected(c: &Config, s: &Route) -> Vec<Finding> {
+fn public_under_protected(c: &Config, i: usize, ix: &Index) -> Vec<Finding> {
+    let s = &c.routes[i];
     if s.auth == AuthMode::Required {
         return Vec::new();
     }
     let ci = c.case_insensitive;
     let mut out = Vec::new();
-    for r in &c.routes {
-        let has_literal_prefix = matches!(r.path.segments().first(), Some(Segment::Literal(_)));
+    // Only a protected route with a literal first segment counts, and to cover `s` that segment
+    // must be `s`'s first one (`Pattern::covers`): only those routes are looked at.
+    let candidates = ix.shapes[i].first().and_then(|first| ix.protected_by_first.get(first));
+    for &j in candidates.into_iter().flatten() {
+        let r = &c.routes[j];
         // Here the question is whether one request could reach both routes, so a route without
         // `methods` (every method) shares methods with any other.
         if r.auth == AuthMode::Required
-            && has_literal_prefix
             && !r.path.same_paths(&s.path, ci)
             && r.path.covers(&s.path, ci)
             && r.shares_a_method_with(s)

@@ -61,20 +61,21 @@ impl AccessLog<'_> {
         self.shared.metrics.record_request(route, decision, reason, total.as_secs_f64());
         self.verdict.stripped.record(&self.shared.metrics);
         let micros = |d: Option<Duration>| d.map(|d| d.as_micros() as u64);
-        tracing::info!(
-            target: "portcullis::access",
-            request_id = self.request_id.to_str().unwrap_or_default(),
-            method = self.method.as_str(),
-            path = self.verdict.path.as_deref().map(crate::telemetry::log::truncate).map(tracing::field::display),
+        // Formatted into this thread's buffer, no system call (`telemetry::logbuf`).
+        crate::telemetry::logbuf::Access {
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            method: self.method.as_str(),
+            path: self.verdict.path.as_deref(),
             route,
-            decision = decision.as_str(),
-            reason = reason.as_str(),
-            status = status.map(|s| s.as_u16()),
-            sub = self.sub.as_deref().map(|v| crate::telemetry::log::truncate(&v.sub)).map(tracing::field::display),
-            auth_us = micros(self.auth),
-            upstream_us = micros(self.upstream),
-            total_us = total.as_micros() as u64,
-        );
+            decision: decision.as_str(),
+            reason: reason.as_str(),
+            status: status.map(|s| s.as_u16()),
+            sub: self.sub.as_deref().map(|v| v.sub.as_str()),
+            auth_us: micros(self.auth),
+            upstream_us: micros(self.upstream),
+            total_us: total.as_micros() as u64,
+        }
+        .log();
     }
 }
 

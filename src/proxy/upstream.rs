@@ -4,13 +4,15 @@
 //! `upstream_protocol`, and an anomalous connection is never reused), and classifying failures
 //! into connect / reset / protocol / timeout. It never retries a request that may have reached
 //! the app: hyper-util only re-sends a request whose pooled connection closed before any byte of
-//! it was written.
+//! it was written. On a core thread (`serve::percore`) each exchange goes through that thread's
+//! own client, so a request and its upstream connection stay on one thread.
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -146,6 +148,28 @@ pub struct UpstreamClient {
     base: String,
     timeout: Duration,
     idle_timeout: Duration,
+    /// Identifies these client settings to the per-core clients (newer snapshots, larger ids).
+    id: u64,
+    builder: hyper_util::client::legacy::Builder,
+    connector: Connector,
+}
+
+/// Upstream client ids: one per [`UpstreamClient`] built, increasing.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Whether this thread is a core thread (`serve::percore`), which uses its own client.
+    static ON_CORE: Cell<bool> = const { Cell::new(false) };
+    /// A core thread's own client (and so its own connection pool), for the newest snapshot it
+    /// has served. Its connection tasks are spawned on the core's runtime, so a request and its
+    /// upstream exchange stay on one thread.
+    static CORE_CLIENT: RefCell<Option<(u64, Client<Connector, ProxyBody>)>> = const { RefCell::new(None) };
+}
+
+/// Make the current thread use a client of its own for upstream exchanges (called once by each
+/// core thread, before its runtime starts; the client is built on first use).
+pub fn use_a_client_per_thread() {
+    ON_CORE.with(|c| c.set(true));
 }
 
 impl UpstreamClient {
@@ -173,11 +197,37 @@ impl UpstreamClient {
             .set_host(false)
             .http2_only(config.http2);
         UpstreamClient {
-            client: builder.build(connector),
+            client: builder.build(connector.clone()),
             base,
             timeout: config.timeout,
             idle_timeout: config.idle_timeout,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            builder,
+            connector,
         }
+    }
+
+    /// Start the exchange on this core's own client when on a core thread (built on first use
+    /// with this snapshot's settings; a reload replaces it, and its idle connections close); on
+    /// any other thread, or for a request of a snapshot older than the core's client, on the
+    /// shared client. Either is the same hyper-util client, so `capture_connection` and
+    /// [`poison`] work the same on both.
+    fn dispatch(&self, request: Request<ProxyBody>) -> hyper_util::client::legacy::ResponseFuture {
+        if !ON_CORE.with(Cell::get) {
+            return self.client.request(request);
+        }
+        CORE_CLIENT.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            match &*slot {
+                Some((id, client)) if *id == self.id => return client.request(request),
+                Some((id, _)) if *id > self.id => return self.client.request(request),
+                _ => {}
+            }
+            let client = self.builder.build(self.connector.clone());
+            let response = client.request(request);
+            *slot = Some((self.id, client));
+            response
+        })
     }
 
     /// The absolute URI for a normalised path and the untouched query.
@@ -223,7 +273,7 @@ impl UpstreamClient {
                 poison(&connection);
                 return Err(UpstreamError::Protocol);
             }
-            r = tokio::time::timeout(self.timeout, self.client.request(request)) => match r {
+            r = tokio::time::timeout(self.timeout, self.dispatch(request)) => match r {
                 Err(_) => {
                     poison(&connection);
                     return Err(UpstreamError::Timeout);

@@ -1,5 +1,7 @@
 //! A running Portcullis ([`App`]): binds the proxy and admin listeners, builds the first
-//! [`Runtime`] snapshot and serves until told to drain and stop (SPEC §6).
+//! [`Runtime`] snapshot and serves until told to drain and stop (SPEC §6). The proxy listener is
+//! served by the core threads (`percore`); the admin listener, reloads and JWKS refreshers run on
+//! the runtime that started the app.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use crate::auth::jwks::KeySource;
 use crate::config::Config;
 use crate::proxy::runtime::{Runtime, Shared};
-use crate::serve::{admin, server};
+use crate::serve::{admin, percore, server};
 use crate::telemetry::metrics::Metrics;
 
 /// A running Portcullis: proxy and admin listeners bound and serving.
@@ -30,6 +32,16 @@ impl App {
 
     /// As [`App::start`], with per-issuer key sources overriding the config (tests).
     pub async fn start_with_sources(config: Config, sources: Vec<Option<Box<dyn KeySource>>>) -> Result<App, String> {
+        Self::start_on_cores(config, sources, percore::default_cores()).await
+    }
+
+    /// As [`App::start_with_sources`], serving the proxy listener on `cores` core threads
+    /// (`percore`; at least one).
+    pub async fn start_on_cores(
+        config: Config,
+        sources: Vec<Option<Box<dyn KeySource>>>,
+        cores: usize,
+    ) -> Result<App, String> {
         let metrics = Arc::new(Metrics::new());
         let tls_certs = match &config.tls {
             Some(t) => Some(server::CertStore::load(t)?),
@@ -39,10 +51,11 @@ impl App {
             Some(store) => Some(server::tls_acceptor(store.clone())?),
             None => None,
         };
-        let proxy_listener = server::bind(config.listen).map_err(|e| format!("listen {}: {e}", config.listen))?;
+        let proxy_listener =
+            percore::bind(config.listen, cores).map_err(|e| format!("listen {}: {e}", config.listen))?;
         let admin_listener =
             server::bind(config.admin_listen).map_err(|e| format!("admin_listen {}: {e}", config.admin_listen))?;
-        let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
+        let proxy_addr = proxy_listener.local_addr();
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
         let settings = server::ListenerSettings::from(&config);
         let runtime = Runtime::build(config, &metrics, sources)?;
@@ -51,7 +64,8 @@ impl App {
         metrics.config_reloads_total.with_label_values(&["error"]).inc_by(0);
         let shared = Arc::new(Shared::new(metrics, runtime));
         let (stop_accepting, stop_rx) = tokio::sync::watch::channel(false);
-        let proxy_task = tokio::spawn(server::serve(shared.clone(), proxy_listener, tls, settings, stop_rx.clone()));
+        let proxy_task = percore::spawn(shared.clone(), proxy_listener, tls, settings, stop_rx.clone())
+            .map_err(|e| format!("cannot start the core threads: {e}"))?;
         let admin_task = tokio::spawn(admin::serve(shared.clone(), admin_listener, stop_rx));
         Ok(App { shared, proxy_addr, admin_addr, tls_certs, stop_accepting, proxy_task, admin_task })
     }

@@ -1,8 +1,9 @@
-//! The proxy listener: accept loop with a connection limit and EMFILE back-off, optional TLS
-//! termination (rustls; the certificate is swappable at run time through [`CertStore`]),
-//! HTTP/1.1 and HTTP/2 (ALPN or prior knowledge) through hyper-util's auto builder with
-//! header-size, header-count and header-read-time limits, lingering close (`linger`), and
-//! graceful drain. Does not look at requests: each one goes to `proxy::pipeline::handle`.
+//! One proxy connection, from accept to close: optional TLS termination (rustls; the
+//! certificate is swappable at run time through [`CertStore`]), HTTP/1.1 and HTTP/2 (ALPN or
+//! prior knowledge) through hyper-util's auto builder with header-size, header-count and
+//! header-read-time limits, lingering close (`linger`), and graceful drain. The accept loops,
+//! connection cap and EMFILE back-off are `percore`'s (one listener per core). Does not look at
+//! requests: each one goes to `proxy::pipeline::handle`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 
 use crate::config::{self, Config};
 use crate::proxy::decision::Conn;
@@ -125,7 +126,7 @@ fn backstop_header_bytes(s: &ListenerSettings) -> usize {
     s.max_header_bytes.saturating_mul(2).max(64 * 1024)
 }
 
-fn builder(s: &ListenerSettings) -> auto::Builder<TokioExecutor> {
+pub(crate) fn builder(s: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -150,63 +151,31 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
-/// Accept until told to stop, then wait (at most `grace`) for open connections to finish.
-pub async fn serve(
+/// Serve one accepted TCP connection to its end: the TLS handshake first when `listen`
+/// terminates TLS (bounded by the header read timeout), then [`serve_connection`]. The accept
+/// loops (`serve::percore`, one per core) hand every connection here.
+pub(crate) async fn serve_stream(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    settings: ListenerSettings,
-    mut stop: watch::Receiver<bool>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake_timeout: Duration,
+    stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(builder(&settings));
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE/ENFILE and friends: back off instead of spinning (SECURITY DOS-07).
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    match tls {
+        None => serve_connection(shared, builder, TokioIo::new(stream), Conn { peer, tls: false }, stop).await,
+        Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => {
+                serve_connection(shared, builder, TokioIo::new(tls_stream), Conn { peer, tls: true }, stop).await
             }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            shared.metrics.connections_rejected_total.inc();
-            drop(stream); // over limits.max_connections: close at once
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (shared, builder, tls, stop) = (shared.clone(), builder.clone(), tls.clone(), stop.clone());
-        let handshake_timeout = settings.header_read_timeout;
-        tokio::spawn(async move {
-            let _slot = slot;
-            match tls {
-                None => serve_connection(shared, builder, TokioIo::new(stream), Conn { peer, tls: false }, stop).await,
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        serve_connection(shared, builder, TokioIo::new(tls_stream), Conn { peer, tls: true }, stop)
-                            .await
-                    }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                },
-            }
-        });
-    }
-    drop(listener);
-    // Every connection holds one slot: all slots back means fully drained.
-    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(settings.grace, slots.acquire_many(all)).await.is_err() {
-        tracing::warn!("shutdown.grace elapsed with requests still in flight");
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        },
     }
 }
 
-async fn serve_connection<I>(
+pub(crate) async fn serve_connection<I>(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     io: I,

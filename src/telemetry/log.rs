@@ -42,8 +42,10 @@ pub enum Format {
     Text,
 }
 
-/// Install the global subscriber. `RUST_LOG` wins over `level` when set.
-pub fn init(format: Format, level: &str) {
+/// Install the global subscriber. `RUST_LOG` wins over `level` when set. True when this call
+/// installed it (a second init — tests, demo — keeps the first subscriber); the binary then turns
+/// on the buffered access log for JSON (`logbuf::install`).
+pub fn init(format: Format, level: &str) -> bool {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -51,8 +53,7 @@ pub fn init(format: Format, level: &str) {
         Format::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         Format::Text => builder.with_ansi(false).try_init(),
     };
-    // A second init (tests, demo) keeps the first subscriber.
-    let _ = result;
+    result.is_ok()
 }
 
 #[cfg(test)]

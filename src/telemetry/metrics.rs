@@ -32,6 +32,8 @@ pub struct Metrics {
     pub upstream_errors_total: IntCounterVec,
     pub ready: Gauge,
     pub connections_rejected_total: IntCounter,
+    pub core_connections_total: IntCounterVec,
+    pub log_lines_dropped_total: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -132,6 +134,16 @@ impl Metrics {
                 "Connections closed at accept because limits.max_connections was reached.",
             ))
             .expect("static metric definition"),
+            core_connections_total: IntCounterVec::new(
+                opts("core_connections_total", "Connections accepted, by the core (thread) that serves them."),
+                &["core"],
+            )
+            .expect("static metric definition"),
+            log_lines_dropped_total: IntCounter::with_opts(opts(
+                "log_lines_dropped_total",
+                "Access-log lines lost because writing the log failed (process-wide).",
+            ))
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -152,6 +164,8 @@ impl Metrics {
             Box::new(m.upstream_errors_total.clone()),
             Box::new(m.ready.clone()),
             Box::new(m.connections_rejected_total.clone()),
+            Box::new(m.core_connections_total.clone()),
+            Box::new(m.log_lines_dropped_total.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
@@ -166,6 +180,12 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
+        // The log buffers are process-wide (`logbuf`); catch the counter up with them.
+        let dropped = crate::telemetry::logbuf::dropped_total();
+        let shown = self.log_lines_dropped_total.get();
+        if dropped > shown {
+            self.log_lines_dropped_total.inc_by(dropped - shown);
+        }
         let mut buf = Vec::new();
         let families = self.registry.gather();
         if TextEncoder::new().encode(&families, &mut buf).is_err() {
@@ -208,6 +228,7 @@ mod tests {
             "config_generation",
             "upstream_errors_total",
             "ready",
+            "log_lines_dropped_total",
         ] {
             assert!(text.contains(&format!("# HELP portcullis_{name} ")), "missing {name}");
         }

@@ -1,4 +1,5 @@
-//! Path normalisation and request-target form tests (SECURITY PATH-*).
+//! The path normaliser's and request-target checks' unit tests: each SPEC §2 rule on paths, one
+//! table or case per rule.
 
 #[test]
 fn only_origin_and_absolute_form_targets_are_accepted() {
