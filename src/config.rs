@@ -13,6 +13,9 @@ use http::{HeaderName, Method};
 
 use crate::yaml::{self, Diagnostic, Node, Reader, Span};
 
+mod login;
+pub use login::{Endpoints as LoginEndpoints, Login, MIN_SECRET_BYTES, Secret, Session as LoginSession, origin};
+
 /// A validated configuration. Only [`load`] / [`parse`] make one.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,6 +34,8 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub limits: Limits,
     pub routes: Vec<Route>,
+    /// Browser sign-in (SPEC §8), when configured.
+    pub login: Option<Login>,
     /// Non-fatal findings (user-writable claims in rules, audit mode left on, …).
     pub warnings: Vec<String>,
 }
@@ -192,6 +197,8 @@ pub struct Route {
     pub auth: AuthMode,
     pub mode: Mode,
     pub require: Require,
+    /// `login: false` opts the route out of the sign-in redirect (SPEC §8); default true.
+    pub login: bool,
     pub span: Span,
 }
 
@@ -244,6 +251,7 @@ const TOP_KEYS: &[&str] = &[
     "shutdown",
     "limits",
     "routes",
+    "login",
 ];
 const UPSTREAM_KEYS: &[&str] = &["url", "connect_timeout", "timeout", "idle_timeout", "http2"];
 const TLS_KEYS: &[&str] = &["cert_file", "key_file"];
@@ -272,7 +280,7 @@ const LIMITS_KEYS: &[&str] = &[
     "max_connections",
     "token_cache_entries",
 ];
-const ROUTE_KEYS: &[&str] = &["name", "path", "methods", "auth", "mode", "require"];
+const ROUTE_KEYS: &[&str] = &["name", "path", "methods", "auth", "mode", "require", "login"];
 const REQUIRE_KEYS: &[&str] =
     &["scopes_any", "scopes_all", "groups_any", "groups_all", "token_use", "issuers", "claims"];
 const BEARER_KEYS: &[&str] = &["allow_raw"];
@@ -292,6 +300,9 @@ pub const SCHEMA_KEYS: &[(&str, &[&str])] = &[
     ("routes[]", ROUTE_KEYS),
     ("routes[].require", REQUIRE_KEYS),
     ("credentials[].bearer", BEARER_KEYS),
+    ("login", login::LOGIN_KEYS),
+    ("login.endpoints", login::ENDPOINT_KEYS),
+    ("login.session", login::SESSION_KEYS),
 ];
 
 fn secs(n: u64) -> Duration {
@@ -363,9 +374,12 @@ fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         None => Some(vec![CredentialSource::Bearer { allow_raw: false }]),
     };
     // Two sources, or Amplify's two cookies, can present an id+access pair (SPEC §2).
-    let pairs_possible = credentials
-        .as_ref()
-        .is_none_or(|c| c.len() > 1 || c.iter().any(|s| matches!(s, CredentialSource::AmplifyCookie)));
+    // A sign-in session (SPEC §8) is an id+access pair too.
+    let login = m.get("login").and_then(|n| login::decode(r, n, issuers.as_deref()));
+    let pairs_possible = login.is_some()
+        || credentials
+            .as_ref()
+            .is_none_or(|c| c.len() > 1 || c.iter().any(|s| matches!(s, CredentialSource::AmplifyCookie)));
     let identity = match m.get("identity_headers") {
         Some(n) => identity(r, n),
         None => Some(default_identity()),
@@ -421,6 +435,7 @@ fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         shutdown: shutdown?,
         limits: limits?,
         routes: routes?,
+        login,
         warnings: Vec::new(),
     };
     config.warnings = crate::lint::lint(&config).iter().map(ToString::to_string).collect();
@@ -1200,7 +1215,8 @@ fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> 
     {
         r.error(mn.span, &join(p, "mode"), "`mode: audit` has nothing to audit on an `auth: none` route");
     }
-    Some(Route { name: name?, path: path?, methods: methods?, auth, mode, require: require?, span: n.span })
+    let login = field(r, &m, "login", p, true, |r, n, p| r.bool(n, p));
+    Some(Route { name: name?, path: path?, methods: methods?, auth, mode, require: require?, login, span: n.span })
 }
 
 fn template_list(

@@ -40,6 +40,12 @@ pub enum Reason {
     UpstreamTimeout,
     UpstreamProtocol,
     ClientAbort,
+    /// A sign-in callback failed (SPEC §8).
+    LoginFailed,
+    /// The provider refused a session's refresh token (SPEC §8).
+    SessionExpired,
+    /// The identity provider could not be reached (SPEC §8).
+    IdpUnavailable,
 }
 
 impl Reason {
@@ -72,6 +78,9 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::UpstreamProtocol => "upstream_protocol",
             Reason::ClientAbort => "client_abort",
+            Reason::LoginFailed => "login_failed",
+            Reason::SessionExpired => "session_expired",
+            Reason::IdpUnavailable => "idp_unavailable",
         }
     }
 
@@ -105,6 +114,9 @@ impl Reason {
             Reason::UpstreamTimeout => "the application did not answer in time",
             Reason::UpstreamProtocol => "the application sent an invalid response",
             Reason::ClientAbort => "client closed the request",
+            Reason::LoginFailed => "sign-in failed",
+            Reason::SessionExpired => "the session has expired; sign in again",
+            Reason::IdpUnavailable => "the identity provider is temporarily unavailable",
         }
     }
 }
@@ -143,6 +155,22 @@ pub enum Rejection {
     UpstreamProtocol,
     /// The client went away before the response; no response is sent, only logged.
     ClientAbort,
+    /// A browser navigation without a credential (or whose session ended), where sign-in is
+    /// configured: 302 to the authorize endpoint (SPEC §3, §8). `reason` is what it replaces
+    /// (`missing_token` or `session_expired`).
+    SignIn {
+        location: HeaderValue,
+        reason: Reason,
+    },
+    /// A sign-in callback whose `state` matches no pending sign-in (or is missing, or replayed):
+    /// 400 `login_failed`, nothing exchanged (SECURITY LOGIN-01).
+    LoginState,
+    /// A sign-in that failed at the provider or in token verification: 401 `login_failed`.
+    LoginFailed,
+    /// The provider refused the session's refresh token: 401 `session_expired`.
+    SessionExpired,
+    /// The provider could not be reached: 503 `idp_unavailable` with `Retry-After`.
+    IdpUnavailable,
 }
 
 /// What the access log and metrics record about an outcome.
@@ -184,6 +212,10 @@ impl Rejection {
             Rejection::UpstreamTimeout => Reason::UpstreamTimeout,
             Rejection::UpstreamProtocol => Reason::UpstreamProtocol,
             Rejection::ClientAbort => Reason::ClientAbort,
+            Rejection::SignIn { reason, .. } => *reason,
+            Rejection::LoginState | Rejection::LoginFailed => Reason::LoginFailed,
+            Rejection::SessionExpired => Reason::SessionExpired,
+            Rejection::IdpUnavailable => Reason::IdpUnavailable,
         }
     }
 
@@ -194,7 +226,12 @@ impl Rejection {
             | Rejection::InvalidToken(_)
             | Rejection::InsufficientScope { .. }
             | Rejection::Forbidden(_)
-            | Rejection::UnencodableClaim => Decision::Deny,
+            | Rejection::UnencodableClaim
+            | Rejection::SignIn { .. }
+            | Rejection::LoginState
+            | Rejection::LoginFailed
+            | Rejection::SessionExpired => Decision::Deny,
+            Rejection::IdpUnavailable => Decision::Error,
             Rejection::KeysUnavailable
             | Rejection::BadRequest(_)
             | Rejection::MethodNotAllowed
@@ -237,6 +274,15 @@ impl Rejection {
                 (StatusCode::BAD_GATEWAY, "bad_gateway", None)
             }
             Rejection::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", None),
+            Rejection::SignIn { .. } => (StatusCode::FOUND, "sign_in_required", None),
+            Rejection::LoginState => (StatusCode::BAD_REQUEST, "login_failed", None),
+            Rejection::LoginFailed => (StatusCode::UNAUTHORIZED, "login_failed", None),
+            Rejection::SessionExpired => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                Some(format!("{REALM}, error=\"invalid_token\", error_description=\"{}\"", reason.description())),
+            ),
+            Rejection::IdpUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", None),
             // Nobody is listening; a response is still built so the types stay simple.
             Rejection::ClientAbort => (StatusCode::BAD_REQUEST, "client_abort", None),
         };
@@ -254,8 +300,11 @@ impl Rejection {
         if let Some(value) = www_authenticate.and_then(|v| HeaderValue::from_str(&v).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        if matches!(self, Rejection::KeysUnavailable) {
+        if matches!(self, Rejection::KeysUnavailable | Rejection::IdpUnavailable) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Rejection::SignIn { location, .. } = &self {
+            headers.insert(header::LOCATION, location.clone());
         }
         if matches!(self, Rejection::MethodNotAllowed) {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
@@ -345,6 +394,14 @@ mod tests {
             (Rejection::UpstreamReset, 502),
             (Rejection::UpstreamProtocol, 502),
             (Rejection::UpstreamTimeout, 504),
+            (
+                Rejection::SignIn { location: HeaderValue::from_static("https://idp/"), reason: Reason::MissingToken },
+                302,
+            ),
+            (Rejection::LoginState, 400),
+            (Rejection::LoginFailed, 401),
+            (Rejection::SessionExpired, 401),
+            (Rejection::IdpUnavailable, 503),
         ];
         for (rejection, status) in table {
             let label = format!("{rejection:?}");

@@ -17,6 +17,7 @@ pub mod issuer;
 pub mod jwks;
 pub mod lint;
 pub mod log;
+pub mod login;
 pub mod metrics;
 pub mod path;
 pub mod policy;
@@ -51,6 +52,8 @@ pub struct Runtime {
     pub upstream: Upstream,
     /// Header credential sources, removed before forwarding unless `forward_token`.
     pub credential_headers: Vec<HeaderName>,
+    /// Browser sign-in (SPEC §8), when `login` is configured.
+    pub login: Option<login::LoginRuntime>,
     client_ids: Vec<String>,
     issuer_names: Vec<String>,
     /// One per issuer, shared with the next snapshot when a reload keeps that issuer's key
@@ -115,7 +118,9 @@ impl Runtime {
                 _ => None,
             })
             .collect();
+        let login = login::LoginRuntime::build(&config, previous.and_then(|p| p.login.as_ref()))?;
         Ok(Runtime {
+            login,
             routes: RouteTable::new(&config.routes, config.case_insensitive),
             verifier: Verifier::new(issuers, &config, metrics.clone()),
             upstream: Upstream::new(&config.upstream),

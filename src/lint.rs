@@ -3,7 +3,7 @@
 //! (`check --format json`). Errors are not here — a config with errors never loads (`config`).
 //!
 //! Codes: `audit_mode`, `forward_token`, `user_writable_claim`, `unreachable_route`,
-//! `shadowed_route`, `public_under_protected`, `unsatisfiable`.
+//! `shadowed_route`, `public_under_protected`, `unsatisfiable`, `login_logout_origin`.
 
 use http::Method;
 use serde::Serialize;
@@ -32,7 +32,7 @@ impl std::fmt::Display for Finding {
     }
 }
 
-fn finding(code: &'static str, route: Option<&Route>, message: String) -> Finding {
+pub(crate) fn finding(code: &'static str, route: Option<&Route>, message: String) -> Finding {
     Finding { code, route: route.map(|r| r.name.clone()), line: route.map(|r| r.span.line), message }
 }
 
@@ -70,6 +70,7 @@ pub fn lint(c: &Config) -> Vec<Finding> {
             "identity_headers.forward_token is true: the app receives the raw credential".to_owned(),
         ));
     }
+    out.extend(crate::login::lint(c));
     // The trust boundary (SECURITY DEP-01): identity headers mean something only if nothing but
     // Portcullis can reach the app. An upstream on a routable address usually means the app
     // listens there too, where any pod can send it `X-User-Sub` directly.

@@ -28,7 +28,7 @@ use crate::headers::{self, Forwarding};
 use crate::policy::{self, Authn, Permit};
 use crate::upstream::UpstreamError;
 use crate::verify::{PairError, TokenError, UseRule};
-use crate::{Runtime, Shared, path};
+use crate::{Runtime, Shared, login, path};
 
 /// Facts about the downstream connection.
 #[derive(Debug, Clone, Copy)]
@@ -109,8 +109,10 @@ pub async fn handle(
         upstream: None,
         done: false,
     };
-    let (mut response, decision, reason) = match pipeline(&shared, &runtime, req, conn, &mut log).await {
-        Ok((response, permit)) => (response, permit.decision(), permit.reason()),
+    // `Set-Cookie`s the sign-in adds to whatever response goes out (SPEC §8).
+    let mut cookies = Vec::new();
+    let (mut response, decision, reason) = match pipeline(&shared, &runtime, req, conn, &mut log, &mut cookies).await {
+        Ok(done) => done,
         Err(rejection) => {
             if let Some(kind) = upstream_kind(&rejection) {
                 shared.metrics.upstream_errors_total.with_label_values(&[kind]).inc();
@@ -119,6 +121,9 @@ pub async fn handle(
             (rejection.into_response(request_id.to_str().unwrap_or_default(), origin.as_ref()), decision, reason)
         }
     };
+    for c in cookies {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
     response.headers_mut().insert(headers::X_REQUEST_ID, request_id);
     if shared.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Ask HTTP/1 clients to reconnect (and so reach a replica that is not leaving).
@@ -134,7 +139,8 @@ async fn pipeline(
     mut req: Request<Incoming>,
     conn: Conn,
     log: &mut AccessLog,
-) -> Result<(Response<ProxyBody>, Permit), Rejection> {
+    cookies: &mut Vec<HeaderValue>,
+) -> Result<(Response<ProxyBody>, Decision, Reason), Rejection> {
     check_uri_length(&req, rt.config.limits.max_uri_bytes)?;
     check_method(&req)?;
     check_host(&req)?;
@@ -147,11 +153,38 @@ async fn pipeline(
     })?;
     log.path = Some(path.clone());
 
+    // Sign-in hook (SPEC §8): the reserved paths are answered here, before routing, and never
+    // forwarded.
+    if let Some(login) = &rt.login
+        && login::endpoints::is_reserved(&path)
+    {
+        log.route = Some(login::endpoints::ROUTE_LABEL.to_owned());
+        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+        return login::endpoints::answer(login, &rt.verifier, &shared.metrics, method, uri, headers, &path, cookies)
+            .await;
+    }
+
     let route = rt.routes.find(req.method(), &path).ok_or(Rejection::Forbidden(Reason::NoRoute))?;
     log.route = Some(route.name().to_owned());
 
-    let authn = authenticate(rt, route.config.auth, &req).await?;
-    let permit = policy::decide(route, authn, rt.issuer_names())?;
+    // Sign-in hook (SPEC §8): a navigation with no credential (or whose session ended) is sent
+    // to sign in instead of getting the 401.
+    let return_to = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let sign_in = |r: Rejection, cookies: &mut Vec<HeaderValue>| {
+        let login = rt.login.as_ref();
+        login::endpoints::sign_in_instead(login, &route.config, req.method(), req.headers(), &return_to, r, cookies)
+    };
+    let authn = match authenticate(shared, rt, route.config.auth, &req, cookies).await {
+        Ok(authn) => authn,
+        Err(r) => return Err(sign_in(r, cookies)),
+    };
+    let permit = match policy::decide(route, authn, rt.issuer_names()) {
+        Ok(permit) => permit,
+        Err(r) => return Err(sign_in(r, cookies)),
+    };
     log.sub = permit.verified().map(|v| v.sub.clone());
     let auth_elapsed = log.start.elapsed();
     log.auth = Some(auth_elapsed);
@@ -169,7 +202,7 @@ async fn pipeline(
     let upstream_elapsed = upstream_start.elapsed();
     log.upstream = Some(upstream_elapsed);
     shared.metrics.upstream_duration_seconds.with_label_values(&[route.name()]).observe(upstream_elapsed.as_secs_f64());
-    Ok((response?, permit))
+    Ok((response?, permit.decision(), permit.reason()))
 }
 
 /// A request target longer than `limits.max_uri_bytes` is a 414 before any of it is examined
@@ -228,7 +261,13 @@ fn is_preflight(req: &Request<Incoming>) -> bool {
         && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> Result<Authn, Rejection> {
+async fn authenticate(
+    shared: &Shared,
+    rt: &Runtime,
+    auth: AuthMode,
+    req: &Request<Incoming>,
+    cookies: &mut Vec<HeaderValue>,
+) -> Result<Authn, Rejection> {
     // `auth: none` never reads credentials: a token there is not parsed, not an error.
     if auth == AuthMode::None {
         return Ok(Authn::Skipped);
@@ -242,7 +281,14 @@ async fn authenticate(rt: &Runtime, auth: AuthMode, req: &Request<Incoming>) -> 
         Err(CredentialError::Malformed) => return Ok(Authn::Invalid(TokenError::Malformed("credential"))),
     };
     Ok(match found {
-        Found::None => Authn::Anonymous,
+        // Sign-in hook (SPEC §8): only when no configured source yielded a token is the session
+        // consulted — other credentials win.
+        Found::None => match &rt.login {
+            Some(login) => {
+                login::endpoints::session_authn(login, &rt.verifier, &shared.metrics, req.headers(), cookies).await?
+            }
+            None => Authn::Anonymous,
+        },
         Found::One(token) => match rt.verifier.verify(&token, UseRule::Issuer).await {
             Ok(v) => Authn::Verified(v),
             Err(e) => Authn::Invalid(e),
@@ -278,6 +324,11 @@ async fn forward(
     }
     if !rt.config.identity.forward_token {
         credentials::strip_credential_cookies(&mut parts.headers, &rt.config.credentials, rt.client_ids());
+    }
+    // Sign-in hook (SPEC §8): the session and login cookies never reach the app, whatever
+    // `forward_token` says (SECURITY LOGIN-06).
+    if let Some(login) = &rt.login {
+        login.strip_cookies(&mut parts.headers);
     }
     let forwarding = Forwarding {
         peer: conn.peer,

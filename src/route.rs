@@ -173,6 +173,7 @@ mod tests {
             auth: AuthMode::Required,
             mode: Mode::Enforce,
             require: Require::default(),
+            login: true,
             span: crate::yaml::Span { line: 1, col: 1 },
         }
     }
