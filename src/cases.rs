@@ -24,8 +24,8 @@ use crate::explain::{Credential, Explainer, Explanation};
 use crate::yaml::{self, Node, Reader};
 
 const CASES_KEYS: &[&str] = &["cases"];
-const CASE_KEYS: &[&str] = &["name", "request", "issuer", "claims", "token", "expect"];
-const REQUEST_KEYS: &[&str] = &["method", "path"];
+const CASE_KEYS: &[&str] = &["name", "request", "issuer", "claims", "token", "session", "expect"];
+const REQUEST_KEYS: &[&str] = &["method", "path", "navigation"];
 const EXPECT_KEYS: &[&str] = &["status", "reason", "headers", "response_headers"];
 
 /// One parsed case.
@@ -35,6 +35,8 @@ pub struct Case {
     pub line: usize,
     pub method: String,
     pub path: String,
+    /// A browser navigation (`Sec-Fetch-Mode: navigate`), for the sign-in redirect (SPEC §8).
+    pub navigation: bool,
     pub credential: Credential,
     pub expect: Expect,
 }
@@ -107,8 +109,17 @@ fn case(r: &mut Reader, n: &Node, p: &str) -> Option<Case> {
             None => "GET".to_owned(),
         };
         let path = r.require(&rm, "path", &rp).and_then(|pn| r.string(pn, &format!("{rp}.path")))?;
-        Some((method, path))
+        let navigation = match rm.get("navigation") {
+            Some(nn) => r.bool(nn, &format!("{rp}.navigation"))?,
+            None => false,
+        };
+        Some((method, path, navigation))
     });
+    // `session: true`: the claims arrive as a browser sign-in session (SPEC §8).
+    let session = match m.get("session") {
+        Some(sn) => r.bool(sn, &format!("{p}.session")).map(|b| (b, sn.span)),
+        None => None,
+    };
     let issuer = m.get("issuer").and_then(|n| r.string(n, &format!("{p}.issuer")));
     let credential = match (m.get("claims"), m.get("token")) {
         (Some(_), Some(t)) => {
@@ -126,9 +137,17 @@ fn case(r: &mut Reader, n: &Node, p: &str) -> Option<Case> {
         (None, Some(t)) => r.string(t, &format!("{p}.token")).map(Credential::Token),
         (None, None) => Some(Credential::None),
     };
+    let credential = match (credential, session) {
+        (Some(Credential::Claims { claims, .. }), Some((true, _))) => Some(Credential::Session { claims }),
+        (Some(_), Some((true, span))) => {
+            r.error(span, &format!("{p}.session"), "a session case needs `claims` (the signed-in user's)");
+            None
+        }
+        (c, _) => c,
+    };
     let expect = r.require(&m, "expect", p).and_then(|n| expect(r, n, &format!("{p}.expect")));
-    let (method, path) = request?;
-    Some(Case { name: name?, line: n.span.line, method, path, credential: credential?, expect: expect? })
+    let (method, path, navigation) = request?;
+    Some(Case { name: name?, line: n.span.line, method, path, navigation, credential: credential?, expect: expect? })
 }
 
 fn expect(r: &mut Reader, n: &Node, p: &str) -> Option<Expect> {
@@ -223,7 +242,7 @@ pub async fn run(config: &Config, cases: &[Case], file: &str) -> Result<Report, 
             (Credential::Token(_), Some(real)) => real,
             _ => &local,
         };
-        let ex = engine.explain(&case.method, &case.path, &case.credential).await;
+        let ex = engine.explain_request(&case.method, &case.path, &case.credential, case.navigation).await;
         let failures = compare(&case.expect, &ex);
         results.push(CaseResult {
             name: case.name.clone(),
@@ -319,5 +338,38 @@ mod tests {
         );
         assert_eq!(cases[0].method, "GET");
         assert_eq!(cases[0].expect.headers, vec![("X-A".into(), None), ("X-B".into(), Some("v".into()))]);
+    }
+
+    #[tokio::test]
+    async fn session_cases_run_through_the_sign_in_rules() {
+        let config = "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:8000\nissuers:\n  - name: main\n    issuer: https://idp.example/pool\n    jwks_uri: https://idp.example/pool/jwks.json\n    client_ids: [7abc]\n    token_use: access\nlogin:\n  issuer: main\n  client_id: 7abc\n  domain: https://idp.example\n  public_url: https://app.example\n  session:\n    secrets: [\"0123456789abcdef0123456789abcdef\"]\nroutes:\n  - name: admin\n    path: /admin/**\n    require:\n      groups_any: [Admins]\n  - name: app\n    path: /**\n";
+        let config = crate::config::parse(config, "p.yaml", &|_| None).unwrap();
+        let src = r#"cases:
+  - name: an admin's session opens the admin page
+    request: {path: /admin/x, navigation: true}
+    session: true
+    claims: {sub: u-1, "cognito:groups": [Admins]}
+    expect: {status: 200, headers: {X-User-Sub: u-1}}
+  - name: a reader's session is refused there
+    request: {path: /admin/x}
+    session: true
+    claims: {sub: u-2}
+    expect: {status: 403}
+  - name: a navigation without a session is sent to sign in
+    request: {path: /reports, navigation: true}
+    expect: {status: 302, reason: missing_token}
+  - name: an API call without one is not
+    request: {path: /reports}
+    expect: {status: 401}
+"#;
+        let cases = parse(src, "c.yaml", &|_| None).unwrap();
+        let report = run(&config, &cases, "c.yaml").await.unwrap();
+        assert_eq!(report.failed, 0, "{}", render_text(&report));
+        let bad = parse(
+            "cases:\n  - name: a\n    request: {path: /x}\n    session: true\n    expect: {status: 200}\n",
+            "c.yaml",
+            &|_| None,
+        );
+        assert!(bad.unwrap_err().join("\n").contains("needs `claims`"));
     }
 }

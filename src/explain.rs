@@ -52,6 +52,12 @@ pub enum Credential {
         claims: Map<String, Value>,
         issuer: Option<String>,
     },
+    /// A browser sign-in session (SPEC §8) whose user has these claims: minted locally as the
+    /// session's id+access pair for `login.client_id` and verified as the proxy verifies a
+    /// session's tokens (unverified, like `Claims`). Needs a `login` block.
+    Session {
+        claims: Map<String, Value>,
+    },
 }
 
 /// One requirement of the chosen route, evaluated for display.
@@ -211,6 +217,34 @@ impl Explainer {
 
     /// Explain one request.
     pub async fn explain(&self, method: &str, raw_path: &str, credential: &Credential) -> Explanation {
+        self.explain_request(method, raw_path, credential, false).await
+    }
+
+    /// The id+access pair a session for `claims` would hold, minted with the local key.
+    fn session_pair(&self, claims: &Map<String, Value>) -> Result<(String, String), String> {
+        let login = self.runtime.config.login.as_ref().ok_or("a session needs a `login` block in the config")?;
+        let local = self.local.as_ref().ok_or("a session needs an explainer made with for_claims")?;
+        let issuer = Some(login.issuer.as_str());
+        let mut access = claims.clone();
+        access.insert("token_use".into(), json!("access"));
+        access.insert("client_id".into(), json!(login.client_id));
+        let mut id = claims.clone();
+        id.insert("token_use".into(), json!("id"));
+        id.insert("aud".into(), json!(login.client_id));
+        id.remove("client_id");
+        id.remove("scope");
+        Ok((local.mint(&self.complete_claims(&id, issuer)?), local.mint(&self.complete_claims(&access, issuer)?)))
+    }
+
+    /// Explain one request; `navigation` marks it as a browser navigation
+    /// (`Sec-Fetch-Mode: navigate`), which a `login` block may send to sign in (SPEC §8).
+    pub async fn explain_request(
+        &self,
+        method: &str,
+        raw_path: &str,
+        credential: &Credential,
+        navigation: bool,
+    ) -> Explanation {
         let mut ex = Explanation {
             method: method.to_owned(),
             path: raw_path.to_owned(),
@@ -227,9 +261,20 @@ impl Explainer {
             upstream_headers: Vec::new(),
             response_headers: Vec::new(),
         };
-        // Credentials as the client would present them (a Bearer header).
+        // Credentials as the client would present them (a Bearer header, or a session).
+        let mut session = None;
         let token = match credential {
             Credential::None => None,
+            Credential::Session { claims } => {
+                ex.credential.kind = "session";
+                ex.credential.note =
+                    Some("a sign-in session whose tokens are minted locally from these claims (unverified)".to_owned());
+                match self.session_pair(claims) {
+                    Ok(pair) => session = Some(pair),
+                    Err(e) => ex.credential.error = Some(e),
+                }
+                None
+            }
             Credential::Token(t) => {
                 ex.credential.kind = "token";
                 Some(t.clone())
@@ -253,7 +298,8 @@ impl Explainer {
                 }
             }
         };
-        let outcome = self.decide(&mut ex, method, raw_path, token.as_deref()).await;
+        let session = session.as_ref().map(|(id, access)| (id.as_str(), access.as_str()));
+        let outcome = self.decide(&mut ex, method, raw_path, token.as_deref(), session, navigation).await;
         match outcome {
             Ok(permit) => {
                 ex.status = 200;
@@ -283,6 +329,8 @@ impl Explainer {
         method: &str,
         raw_path: &str,
         token: Option<&str>,
+        session: Option<(&str, &str)>,
+        navigation: bool,
     ) -> Result<Permit, Rejection> {
         let rt = &self.runtime;
         let method = Method::from_bytes(method.as_bytes())
@@ -321,6 +369,49 @@ impl Explainer {
             ex.credential.note.get_or_insert_with(|| "auth: none: credentials are not read".to_owned());
             Authn::Skipped
         } else {
+            match (token, session, &rt.login) {
+                // The proxy consults the session only when no other credential is present, and
+                // verifies its pair with the same code (SPEC §8).
+                (None, Some((id, access)), Some(login)) => {
+                    match login.verify_tokens(&rt.verifier, id, access, None, None).await {
+                        Ok(v) => {
+                            self.report_identity(ex, &v);
+                            ex.checks = requirement_checks(&route.config.require, &v, rt.issuer_names());
+                            Authn::Verified(v)
+                        }
+                        Err(e) => {
+                            ex.credential.error = Some(format!("{e:?}"));
+                            Authn::Invalid(crate::verify::TokenError::BadClaim("session tokens"))
+                        }
+                    }
+                }
+                (token, _, _) => self.token_authn(ex, route, token).await,
+            }
+        };
+        let outcome = policy::decide(route, authn, rt.issuer_names());
+        // A navigation without a credential may be sent to sign in, by the proxy's own rule.
+        outcome.map_err(|r| {
+            let mut headers = HeaderMap::new();
+            if navigation {
+                headers.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+            }
+            let return_to = raw_path.to_owned();
+            let login = rt.login.as_ref();
+            crate::login::endpoints::sign_in_instead(
+                login,
+                &route.config,
+                &method,
+                &headers,
+                &return_to,
+                r,
+                &mut Vec::new(),
+            )
+        })
+    }
+
+    async fn token_authn(&self, ex: &mut Explanation, route: &Route, token: Option<&str>) -> Authn {
+        let rt = &self.runtime;
+        {
             match token {
                 None if ex.credential.error.is_some() => {
                     Authn::Invalid(crate::verify::TokenError::Malformed("claims could not be completed"))
@@ -338,8 +429,7 @@ impl Explainer {
                     }
                 },
             }
-        };
-        policy::decide(route, authn, rt.issuer_names())
+        }
     }
 
     fn report_identity(&self, ex: &mut Explanation, v: &Verified) {

@@ -49,6 +49,12 @@ enum Command {
         /// The issuer to complete `--claims` from (needed when several are configured).
         #[arg(long)]
         issuer: Option<String>,
+        /// The `--claims` user arrives with a browser sign-in session (SPEC §8), not a token.
+        #[arg(long, requires = "claims")]
+        session: bool,
+        /// The request is a browser navigation (`Sec-Fetch-Mode: navigate`).
+        #[arg(long)]
+        navigation: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
@@ -126,19 +132,22 @@ fn main() -> ExitCode {
             print!("{report}");
             if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
-        Command::Explain { method, path, token, claims, issuer, format } => {
+        Command::Explain { method, path, token, claims, issuer, session, navigation, format } => {
             let config = match load(cli.config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             let credential = match credential(token, claims, issuer) {
+                Ok(portcullis::explain::Credential::Claims { claims, .. }) if session => {
+                    portcullis::explain::Credential::Session { claims }
+                }
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("portcullis explain: {e}");
                     return ExitCode::from(2);
                 }
             };
-            runtime.block_on(explain(config, &method, &path, credential, format))
+            runtime.block_on(explain(config, &method, &path, credential, navigation, format))
         }
         Command::Test { cases, format } => {
             let config = match load(cli.config.as_ref()) {
@@ -257,6 +266,7 @@ async fn explain(
     method: &str,
     path: &str,
     credential: portcullis::explain::Credential,
+    navigation: bool,
     format: OutputFormat,
 ) -> ExitCode {
     use portcullis::explain::{Credential, Explainer};
@@ -271,7 +281,7 @@ async fn explain(
             return ExitCode::FAILURE;
         }
     };
-    let ex = engine.explain(method, path, &credential).await;
+    let ex = engine.explain_request(method, path, &credential, navigation).await;
     match format {
         OutputFormat::Text => print!("{}", portcullis::explain::render_text(&ex)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default()),

@@ -52,7 +52,8 @@ async fn sign_in_refresh_and_sign_out_log_no_code_token_or_cookie_at_trace() {
     let q = query(&callback);
     secrets.push(("code", q["code"].clone()));
     secrets.push(("login cookie", jar.0[LOGIN_COOKIE].clone()));
-    let done = a.http.get(a.url(callback.strip_prefix(PUBLIC).unwrap())).header("cookie", jar.header()).send().await.unwrap();
+    let done =
+        a.http.get(a.url(callback.strip_prefix(PUBLIC).unwrap())).header("cookie", jar.header()).send().await.unwrap();
     assert_eq!(done.status(), 303);
     jar.update(&done);
     secrets.push(("session cookie", jar.session().to_owned()));
@@ -73,7 +74,8 @@ async fn sign_in_refresh_and_sign_out_log_no_code_token_or_cookie_at_trace() {
     assert_ne!(rotated.refresh_token, session.refresh_token);
     secrets.push(("rotated refresh token", rotated.refresh_token.clone()));
     // A replayed callback, a refused one, and sign-out.
-    let _ = a.http.get(a.url(callback.strip_prefix(PUBLIC).unwrap())).header("cookie", jar.header()).send().await.unwrap();
+    let _ =
+        a.http.get(a.url(callback.strip_prefix(PUBLIC).unwrap())).header("cookie", jar.header()).send().await.unwrap();
     let r = b.http.post(b.url("/.portcullis/logout")).header("cookie", jar.header()).send().await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(a.provider.state.revoke_calls.load(Ordering::SeqCst), 1);

@@ -161,3 +161,40 @@ async fn checks_agree_with_the_decision() {
         }
     }
 }
+
+const LOGIN: &str = r#"login:
+  issuer: main
+  client_id: 7abc
+  domain: https://myapp.auth.eu-west-1.amazoncognito.com
+  public_url: https://app.example.com
+  session:
+    secrets: ["0123456789abcdef0123456789abcdef"]
+"#;
+
+#[tokio::test]
+async fn a_session_is_modelled_as_the_proxy_serves_it() {
+    let config = crate::config::parse(&format!("{CONFIG}{LOGIN}"), "t.yaml", &|_| None).unwrap();
+    let e = Explainer::for_claims(config).await.unwrap();
+    let user = json!({"sub": "u-1", "cognito:groups": ["Admins"], "scope": "openid email", "username": "alice"});
+    let session = Credential::Session { claims: user.as_object().unwrap().clone() };
+    let ex = e.explain_request("GET", "/admin/users", &session, true).await;
+    assert_eq!(ex.credential.kind, "session");
+    assert_eq!((ex.status, ex.reason), (200, "ok"), "{:?}", ex.credential);
+    assert_eq!(header(&ex.upstream_headers, "x-user-sub"), Some("u-1"));
+    assert_eq!(header(&ex.upstream_headers, "x-user-groups"), Some("Admins"));
+    assert_eq!(header(&ex.upstream_headers, "x-user-username"), Some("alice"));
+    // Scopes come from the access half, as for any id+access pair.
+    let ex = e.explain_request("GET", "/x", &session, false).await;
+    assert_eq!(ex.status, 200);
+    // No credential: a navigation is sent to sign in, anything else is the 401.
+    let ex = e.explain_request("GET", "/x?y=1", &Credential::None, true).await;
+    assert_eq!((ex.status, ex.reason), (302, "missing_token"));
+    let location = header(&ex.response_headers, "location").unwrap();
+    assert!(location.starts_with("https://myapp.auth.eu-west-1.amazoncognito.com/oauth2/authorize?response_type=code"));
+    let ex = e.explain_request("GET", "/x", &Credential::None, false).await;
+    assert_eq!(ex.status, 401);
+    // Without a login block a session cannot be modelled.
+    let ex = explainer().await.explain_request("GET", "/x", &session, false).await;
+    assert!(ex.credential.error.is_some());
+    assert_eq!(ex.status, 401);
+}

@@ -242,4 +242,3 @@ pub fn cookie_value(set_cookie: &http::HeaderValue) -> String {
     let s = set_cookie.to_str().unwrap();
     s.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
 }
-
