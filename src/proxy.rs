@@ -159,9 +159,7 @@ async fn pipeline(
         && login::endpoints::is_reserved(&path)
     {
         log.route = Some(login::endpoints::ROUTE_LABEL.to_owned());
-        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-        return login::endpoints::answer(login, &rt.verifier, &shared.metrics, method, uri, headers, &path, cookies)
-            .await;
+        return login::endpoints::answer(login, &rt.verifier, &shared.metrics, &req, &path, cookies).await;
     }
 
     let route = rt.routes.find(req.method(), &path).ok_or(Rejection::Forbidden(Reason::NoRoute))?;

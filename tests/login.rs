@@ -491,7 +491,7 @@ async fn sign_out_revokes_clears_and_goes_to_the_cognito_logout_endpoint() {
     assert_eq!(rig.provider.state.revoke_calls.load(Ordering::SeqCst), 1);
     let revoked = rig.provider.state.revoked.lock().unwrap().clone();
     let (session, _) = rig.login().login.as_ref().unwrap().open_session(&headers_with(jar.session())).unwrap();
-    assert_eq!(revoked, [session.refresh_token.clone()]);
+    assert_eq!(revoked, vec![session.refresh_token]);
     // The old cookie no longer works here (tokens dropped) nor at another replica (revoked).
     assert_eq!(rig.fetch("/page", &jar).await.status(), 401);
     let other = Rig::replica(&rig.provider, &[S1]).await;

@@ -34,16 +34,15 @@ pub fn is_reserved(path: &str) -> bool {
 pub type Answer = (Response<ProxyBody>, Decision, Reason);
 
 /// Answer a request to a reserved path.
-pub async fn answer(
+pub async fn answer<B>(
     login: &LoginRuntime,
     verifier: &Verifier,
     metrics: &Metrics,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    req: &http::Request<B>,
     path: &str,
     cookies: &mut Vec<HeaderValue>,
 ) -> Result<Answer, Rejection> {
+    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
     let get = method == Method::GET || method == Method::HEAD;
     match path {
         "/.portcullis/callback" if get => callback(login, verifier, metrics, uri, headers, cookies).await,

@@ -209,7 +209,8 @@ mod tests {
     #[test]
     fn only_navigations_are_redirected() {
         // SECURITY LOGIN-09.
-        let cases: &[(&Method, &[(&str, &str)], bool)] = &[
+        type Case<'a> = (&'a Method, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
             (&Method::GET, &[("sec-fetch-mode", "navigate")], true),
             (&Method::HEAD, &[("sec-fetch-mode", "navigate")], true),
             (&Method::GET, &[("accept", "text/html,application/xhtml+xml,*/*;q=0.8")], true),

@@ -277,17 +277,21 @@ pub fn decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A query parameter given twice, or not decodable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousParam;
+
 /// The single value of `key` in a query string. Several values, or an undecodable one, are
 /// `Err` (which one would the provider have meant?).
-pub fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>, ()> {
+pub fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>, AmbiguousParam> {
     let mut found = None;
     for pair in query.unwrap_or_default().split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if decode(k).as_deref() == Some(key) {
             if found.is_some() {
-                return Err(());
+                return Err(AmbiguousParam);
             }
-            found = Some(decode(v).ok_or(())?);
+            found = Some(decode(v).ok_or(AmbiguousParam)?);
         }
     }
     Ok(found)
@@ -304,7 +308,7 @@ mod tests {
         assert_eq!(decode("%zz"), None);
         assert_eq!(decode("%4"), None);
         assert_eq!(query_param(Some("a=1&b=%2F%2Fx"), "b"), Ok(Some("//x".into())));
-        assert_eq!(query_param(Some("a=1&a=2"), "a"), Err(()));
+        assert_eq!(query_param(Some("a=1&a=2"), "a"), Err(AmbiguousParam));
         assert_eq!(query_param(None, "a"), Ok(None));
     }
 }
