@@ -439,6 +439,21 @@ async fn a_provider_that_is_down_gives_503_and_keeps_the_session() {
 }
 
 #[tokio::test]
+async fn a_provider_that_hangs_gives_a_bounded_503_and_keeps_the_session() {
+    // SECURITY LOGIN-10: a slow token endpoint costs at most the call timeout, never a hang.
+    let a = Rig::start().await;
+    let jar = signed_in(&a).await;
+    a.provider.set_mode(TokenMode::Hang);
+    let b = Rig::replica(&a.provider, &[S1]).await;
+    let r = b.fetch("/page", &jar).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(set_cookies(&r).is_empty(), "the session is kept");
+    a.provider.set_mode(TokenMode::Ok);
+    assert_eq!(b.fetch("/page", &jar).await.status(), 200);
+}
+
+#[tokio::test]
 async fn a_bearer_token_wins_over_the_session() {
     let rig = Rig::start().await;
     let jar = signed_in(&rig).await;

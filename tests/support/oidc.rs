@@ -36,6 +36,8 @@ pub enum TokenMode {
     InvalidGrant,
     /// The connection is closed without a response.
     Down,
+    /// The request is read and never answered (for 60 s).
+    Hang,
 }
 
 /// Changes applied to (id claims, access claims) before signing, or the signed tokens.
@@ -282,6 +284,10 @@ async fn serve(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<B
             let mode = *st.mode.lock().unwrap();
             if mode == TokenMode::Down {
                 return Err(std::io::Error::other("down"));
+            }
+            if mode == TokenMode::Hang {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return Err(std::io::Error::other("hung"));
             }
             let f = form(&body);
             *st.last_token_auth.lock().unwrap() = auth.clone();
