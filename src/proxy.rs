@@ -167,11 +167,11 @@ async fn pipeline(
 
     // Sign-in hook (SPEC §8): a navigation with no credential (or whose session ended) is sent
     // to sign in instead of getting the 401.
-    let return_to = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
-    };
     let sign_in = |r: Rejection, cookies: &mut Vec<HeaderValue>| {
+        let return_to = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
         let login = rt.login.as_ref();
         login::endpoints::sign_in_instead(login, &route.config, req.method(), req.headers(), &return_to, r, cookies)
     };
