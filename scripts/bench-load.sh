@@ -171,6 +171,10 @@ EOF
 START_MS=()
 start_pc() {   # start Portcullis, wait for /readyz, record ms from the JWKS answer to ready
   : >"$W/run/jwks.log"
+  # stop_pc runs in a command substitution (a subshell that cannot `wait` for the old process):
+  # wait here until its listener is gone.
+  local j
+  for j in $(seq 1000); do port_busy 19109 || break; sleep 0.01; done
   "$BIN" run --config "$W/conf/portcullis.yaml" >"$W/run/portcullis.log" 2>&1 &
   PC_PID=$!
   local i
