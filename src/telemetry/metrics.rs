@@ -32,6 +32,10 @@ pub struct Metrics {
     pub upstream_errors_total: IntCounterVec,
     pub ready: Gauge,
     pub connections_rejected_total: IntCounter,
+    /// Browser sign-ins by result (SPEC §6, §8).
+    pub logins_total: IntCounterVec,
+    /// Session token refreshes by result (SPEC §6, §8).
+    pub session_refresh_total: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -132,6 +136,19 @@ impl Metrics {
                 "Connections closed at accept because limits.max_connections was reached.",
             ))
             .expect("static metric definition"),
+            logins_total: IntCounterVec::new(
+                opts(
+                    "logins_total",
+                    "Browser sign-in callbacks by result: ok, state_mismatch, idp_error, exchange_failed, token_invalid.",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            session_refresh_total: IntCounterVec::new(
+                opts("session_refresh_total", "Sign-in session token refreshes by result: ok, rejected, error."),
+                &["result"],
+            )
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -152,6 +169,8 @@ impl Metrics {
             Box::new(m.upstream_errors_total.clone()),
             Box::new(m.ready.clone()),
             Box::new(m.connections_rejected_total.clone()),
+            Box::new(m.logins_total.clone()),
+            Box::new(m.session_refresh_total.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
@@ -191,6 +210,8 @@ mod tests {
         m.stripped_headers_total.with_label_values(&["identity"]).inc();
         m.config_reloads_total.with_label_values(&["ok"]).inc();
         m.upstream_errors_total.with_label_values(&["connect"]).inc();
+        m.logins_total.with_label_values(&["ok"]).inc();
+        m.session_refresh_total.with_label_values(&["ok"]).inc();
         let text = m.render();
         for name in [
             "requests_total",
@@ -208,6 +229,8 @@ mod tests {
             "config_generation",
             "upstream_errors_total",
             "ready",
+            "logins_total",
+            "session_refresh_total",
         ] {
             assert!(text.contains(&format!("# HELP portcullis_{name} ")), "missing {name}");
         }
