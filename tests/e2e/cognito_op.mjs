@@ -20,7 +20,8 @@
 // Config: JSON file named by $E2E_OP_CONFIG (written by tests/e2e/driver.py):
 //   {port, pool, access_ttl, node_modules, clients: [{client_id, client_secret?, redirect_uris,
 //    post_logout_redirect_uris}], users: {name: {sub, password, groups, email}}}
-// Listens on 127.0.0.1 only. Never logs a token, code or cookie.
+// Listens on 127.0.0.1 only. Logs one line per token and revoke request, naming refresh tokens by
+// a fingerprint (8 hex digits of their SHA-256); never a token, code or cookie.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -46,11 +47,14 @@ const usersBySub = new Map(Object.entries(config.users).map(([name, u]) => [u.su
 
 // --- counters for the driver -------------------------------------------------------------------
 const stats = {};
+const who = (clientId, accountId) => `${clientId}/${usersBySub.get(accountId)?.name ?? '-'}`;
 function count(clientId, accountId, key, by = 1) {
-  const who = `${clientId}/${usersBySub.get(accountId)?.name ?? '-'}`;
-  stats[who] ??= {};
-  stats[who][key] = (stats[who][key] ?? 0) + by;
+  const w = who(clientId, accountId);
+  stats[w] ??= {};
+  stats[w][key] = (stats[w][key] ?? 0) + by;
 }
+const fingerprint = (value) => (value ? crypto.createHash('sha256').update(String(value)).digest('hex').slice(0, 8)
+  : '-');
 
 // Cognito's origin_jti names one sign-in (one refresh-token family). Every sign-in here gets its
 // own grant (see loadExistingGrant), kept across refreshes, so it is derived from the grant id.
@@ -150,8 +154,7 @@ const provider = new Provider(ISSUER, {
           version: 2,
         });
         count(token.clientId, token.accountId, 'access_tokens');
-        const who = `${token.clientId}/${user.name}`;
-        stats[who].last_access_token_exp = jwt.payload.exp;
+        stats[who(token.clientId, token.accountId)].last_access_token_exp = jwt.payload.exp;
       },
     },
   },
@@ -218,9 +221,17 @@ provider.use(async (ctx, next) => {
     const outcome = ctx.status === 200 ? 'ok' : ctx.body?.error ?? `status_${ctx.status}`;
     count(clientId, accountId, `${gty}:${outcome}`);
     if (oidc.entities.RotatedRefreshToken && ctx.status === 200) count(clientId, accountId, 'refresh_token:rotated');
+    // A fingerprint names a refresh token in the log without revealing it.
+    const used = gty === 'refresh_token' ? ` rt=${fingerprint(oidc.params?.refresh_token)}` : '';
+    const rt = ctx.status === 200 ? ctx.body?.refresh_token : undefined;
+    const issued = rt ? ` new_rt=${fingerprint(rt)}` : '';
+    const why = ctx.status === 200 ? '' : ` (${ctx.body?.error_description ?? ''})`;
+    console.log(`token ${gty} ${who(clientId, accountId)} ${outcome}${why}${used}${issued}`);
   } else if (oidc.route === 'revocation') {
     const revoked = oidc.entities.RefreshToken ?? oidc.entities.AccessToken;
     count(clientId, revoked?.accountId, revoked ? `revoke:${revoked.kind}` : `revoke:status_${ctx.status}`);
+    console.log(`revoke ${who(clientId, revoked?.accountId)} ${revoked?.kind ?? 'unknown token'} ${ctx.status}`
+      + ` rt=${fingerprint(oidc.params?.token)}`);
   }
 });
 

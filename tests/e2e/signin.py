@@ -314,8 +314,10 @@ class OPChecks:
 
     def __init__(self, op):
         self.op = op
-        self.client = next(c for n, c in op.clients.items() if c.get("client_secret"))
-        self.public = next(c for n, c in op.clients.items() if not c.get("client_secret"))
+        # App clients of their own: what these checks do (reuse, replay) must not show in the
+        # counters the browser scenarios read for the apps' clients.
+        self.client = op.clients["op-check-confidential"]
+        self.public = op.clients["op-check-public"]
         self.agent = Agent(op)
         self.tokens = None
         self.origin_jti = None
@@ -512,13 +514,15 @@ def login_yaml(op, client, upstream_port, listen, admin):
 
 
 def plan_clients(ports):
-    """One app client per app (ports: app -> Portcullis listen port); PHP's is public."""
+    """One app client per app (ports: app -> Portcullis listen port; PHP's client is public), and
+    two for the provider's own checks (their redirect URIs are never followed)."""
     clients = {}
-    for app, listen in ports.items():
-        base = f"http://127.0.0.1:{listen}"
-        clients[app] = {
+    bases = {app: f"http://127.0.0.1:{listen}" for app, listen in ports.items()}
+    bases["op-check-confidential"] = bases["op-check-public"] = "http://127.0.0.1:9"
+    for name, base in bases.items():
+        clients[name] = {
             "client_id": cognito_client_id(),
-            "client_secret": None if app == PUBLIC_CLIENT_APP else secrets.token_urlsafe(40),
+            "client_secret": None if name in (PUBLIC_CLIENT_APP, "op-check-public") else secrets.token_urlsafe(40),
             "redirect_uris": [f"{base}/.portcullis/callback"],
             "post_logout_redirect_uris": [f"{base}/public/signed-out"],
         }
