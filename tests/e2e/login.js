@@ -110,6 +110,15 @@ async function adminFlow(browser, app, cfg, step) {
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT);
   const target = `${base}/app/page?x=1&e2e=${marker(app, 'first')}`;
+  // Every credential the browser saw for this app: none may appear in Portcullis's log.
+  const seenSecrets = new Set();
+  const keep = async () => {
+    for (const c of await context.cookies(base)) if (c.name.startsWith('__Host-')) seenSecrets.add(c.value);
+  };
+  page.on('request', (req) => {
+    const url = new URL(req.url());
+    for (const p of ['code', 'state']) if (url.searchParams.get(p)) seenSecrets.add(url.searchParams.get(p));
+  });
   let signedInAt;
   let firstExp;
   let oldCookie;
@@ -132,6 +141,7 @@ async function adminFlow(browser, app, cfg, step) {
       }
       assert.ok(onSignInForm(page), `not on the sign-in form: ${page.url()}`);
       await page.waitForSelector('#username');
+      await keep(); // the login cookie
       return { hops: route(hops), screenshot: await shot(page, app, '1-sign-in') };
     });
 
@@ -173,6 +183,7 @@ async function adminFlow(browser, app, cfg, step) {
       assert.equal(split.length, 0, `session split into ${split.map((c) => c.name).join(', ')}`);
       assert.equal(await page.evaluate(() => document.cookie.includes('__Host-')), false, 'script can read the cookie');
       oldCookie = session;
+      await keep();
       return { session_cookie_bytes: bytes, refresh_token_chars: 1784 };
     });
 
@@ -203,6 +214,7 @@ async function adminFlow(browser, app, cfg, step) {
       }
       const after = await stats(who);
       const refreshed = n(after, 'refresh_token:ok') - n(before, 'refresh_token:ok');
+      await keep(); // the cookie with the rotated refresh token
       const refused = n(after, 'refresh_token:invalid_grant') - n(before, 'refresh_token:invalid_grant');
       assert.equal(refreshed, 1, `${refreshed} refreshes at the provider for one burst (${refused} refused)`);
       assert.equal(n(after, 'refresh_token:invalid_grant'), 0,
@@ -311,6 +323,18 @@ async function adminFlow(browser, app, cfg, step) {
       const after = await stats(who);
       assert.equal(n(after, 'refresh_token:ok'), n(before, 'refresh_token:ok'), 'the revoked refresh token worked');
       return {};
+    });
+
+    await step('portcullis_log_holds_no_credential', async () => {
+      // SECURITY LOGIN-06: no cookie value, code or state in any line Portcullis logged.
+      await keep();
+      const log = fs.readFileSync(cfg.log, 'utf8');
+      assert.ok(log.includes('"status":'), 'Portcullis logged no request');
+      const values = [...seenSecrets].filter((v) => v.length >= 16);
+      assert.ok(values.length >= 4, `only ${values.length} credentials seen`);
+      const leaked = values.filter((v) => log.includes(v));
+      assert.equal(leaked.length, 0, `${leaked.length} of ${values.length} credentials appear in the log`);
+      return { checked: values.length, log_bytes: log.length };
     });
   } finally {
     await context.close();

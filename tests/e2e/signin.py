@@ -45,6 +45,7 @@ STEP_NAMES = [
     "fetch_without_session_gets_401_never_redirect",
     "next_navigation_asks_for_sign_in_again",
     "old_session_cookie_dead_after_sign_out",
+    "portcullis_log_holds_no_credential",
     "reader_signs_in",
     "reader_refused_on_admin_page",
 ]
@@ -551,7 +552,7 @@ def run_browser(procs, node_modules, workdir, artifacts, op, targets, timeout=30
         "session_cookie": SESSION_COOKIE, "artifacts": os.path.abspath(artifacts), "out": out,
         "users": {n: {"sub": u["sub"], "password": u["password"], "groups": u["groups"]} for n, u in op.users.items()},
         "apps": {app: {"base": t["base"], "client_id": t["client"]["client_id"],
-                       "after_logout_url": t["client"]["post_logout_redirect_uris"][0]}
+                       "after_logout_url": t["client"]["post_logout_redirect_uris"][0], "log": t["log"]}
                  for app, t in targets.items()},
     }
     path = os.path.join(workdir, "login-plan.json")
@@ -601,7 +602,8 @@ def run_signin(run, h, procs, node_modules, artifacts, binary, workdir, apps, br
         def start(app=app, yaml=yaml, client=client, listen=listen, admin=admin):
             h.start_portcullis(procs, binary, workdir, f"login-{app}", lambda _l, _a: yaml, ports=(listen, admin),
                                env=portcullis_env(client))
-            targets[app] = {"base": f"http://127.0.0.1:{listen}", "client": client}
+            targets[app] = {"base": f"http://127.0.0.1:{listen}", "client": client,
+                            "log": os.path.join(workdir, f"portcullis-login-{app}.log")}
             admins[app] = admin
 
         run(f"{app}/login/portcullis_starts_with_login_block", start)
