@@ -184,7 +184,7 @@ async function adminFlow(browser, app, cfg, step) {
       assert.equal(await page.evaluate(() => document.cookie.includes('__Host-')), false, 'script can read the cookie');
       oldCookie = session;
       await keep();
-      return { session_cookie_bytes: bytes, refresh_token_chars: 1784 };
+      return { session_cookie_bytes: bytes };
     });
 
     await step('admin_page_allowed_for_admin', async () => {

@@ -5,7 +5,7 @@ Imported by driver.py. `start_op` runs tests/e2e/cognito_op.mjs (npm `oidc-provi
 with Cognito's paths and token shapes). `OP_CHECKS` prove that provider is what Portcullis will
 meet in production — discovery, PKCE, the code exchange, the tokens' Cognito claims and RS256
 signatures, refresh-token rotation, revocation and Cognito's `/logout` — with plain HTTP, so they
-run whatever the binary under test supports. `browser_login` runs tests/e2e/login.js: headless
+run whatever the binary under test supports. `run_browser` runs tests/e2e/login.js: headless
 Chromium signs in through Portcullis's `login` block, browses across an access-token expiry, is
 refused as a reader, signs out, and sees `fetch()` get 401s. Tokens and cookies are never printed.
 """
@@ -622,12 +622,12 @@ def run_signin(run, h, procs, node_modules, artifacts, binary, workdir, apps, br
     for app in targets:
         steps = {s["name"]: s for key in (app, f"{app}:reader") for s in outcome.get(key, {}).get("steps", [])}
 
-        def step_ok(name, steps=steps):
+        def step_ok(name, steps=steps, app=app):
             s = steps.get(name)
             expect(s is not None, "not run")
             expect(s["ok"], s.get("error"))
             if s.get("info", {}).get("session_cookie_bytes"):
-                print(f"e2e: session cookie {s['info']['session_cookie_bytes']} bytes", flush=True)
+                print(f"e2e: {app} session cookie {s['info']['session_cookie_bytes']} bytes", flush=True)
 
         for name in STEP_NAMES:
             run(f"{app}/login/{name}", step_ok, name)
