@@ -79,6 +79,12 @@ async function shot(page, app, name) {
   return file;
 }
 
+function header(seen, name) {
+  const found = (seen.headers || []).filter(([k]) => k.toLowerCase() === name.toLowerCase());
+  assert.ok(found.length <= 1, `${found.length} ${name} headers reached the app`);
+  return found.length ? found[0][1] : null;
+}
+
 function appCookieNames(seen) {
   return Object.keys(seen.cookies || {});
 }
@@ -158,6 +164,9 @@ async function adminFlow(browser, app, cfg, step) {
       assert.equal(seen.sub, admin.sub, 'the app received another sub');
       assert.equal(seen.groups, 'Admins', 'the app received other groups');
       assert.equal(seen.path, '/app/page');
+      // The session's id+access pair: claim headers from the id token, then the access token.
+      assert.equal(header(seen, 'X-User-Email'), admin.email, 'X-User-Email (id token claim)');
+      assert.equal(header(seen, 'X-User-Username'), 'admin', 'X-User-Username (access token claim)');
       const cookies = await context.cookies(base);
       const ours = cookies.filter((c) => c.name.startsWith('__Host-')).map((c) => c.name);
       for (const name of ours) assert.ok(!appCookieNames(seen).includes(name), `${name} reached the app`);

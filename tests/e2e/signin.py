@@ -495,6 +495,10 @@ def login_yaml(op, client, upstream_port, listen, admin):
         '    secrets: ["${env:PORTCULLIS_SESSION_SECRET}"]',
         "    lifetime: 1h",
         f"    cookie: {SESSION_COOKIE}",
+        "identity_headers:",
+        "  claims:",
+        "    X-User-Email: email        # only in the id token",
+        "    X-User-Username: username  # only in the access token",
         "routes:",
         "  - name: public",
         "    path: /public/**",
@@ -510,6 +514,8 @@ def login_yaml(op, client, upstream_port, listen, admin):
         "    path: /api/**",
         "  - name: app",
         "    path: /**",
+        "    require:",
+        "      scopes_all: [openid, email, profile]  # the access token's scope",
     ]
     return "\n".join(lines) + "\n"
 
@@ -550,7 +556,8 @@ def run_browser(procs, node_modules, workdir, artifacts, op, targets, timeout=30
         "op_origin": op.origin, "authorize": op.endpoints["authorize"], "logout": op.endpoints["logout"],
         "stats_url": f"{op.origin}/_e2e/stats", "access_ttl": ACCESS_TTL, "refresh_margin": REFRESH_MARGIN,
         "session_cookie": SESSION_COOKIE, "artifacts": os.path.abspath(artifacts), "out": out,
-        "users": {n: {"sub": u["sub"], "password": u["password"], "groups": u["groups"]} for n, u in op.users.items()},
+        "users": {n: {"sub": u["sub"], "password": u["password"], "groups": u["groups"], "email": u["email"]}
+                  for n, u in op.users.items()},
         "apps": {app: {"base": t["base"], "client_id": t["client"]["client_id"],
                        "after_logout_url": t["client"]["post_logout_redirect_uris"][0], "log": t["log"]}
                  for app, t in targets.items()},
