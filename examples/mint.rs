@@ -4,11 +4,19 @@
 //! access tokens, one per line, each with its own `sub` and `jti`), and `badsig.txt` (one token
 //! signed by another key under the same kid). Used by `scripts/bench-load.sh`; signing is spread
 //! over every core because a 2048-bit RSA signature costs about a millisecond.
+//!
+//! For the session mode (browser sign-in, SPEC §8) it also writes `session-tokens.json` (what a
+//! token endpoint returns on refresh: an id+access pair for `bench-session`) and `session-cookie.txt`
+//! (a `__Host-portcullis` session cookie sealed with `SESSION_SECRET` below, holding a
+//! Cognito-sized refresh token).
 
 use std::io::Write;
 use std::sync::Arc;
 
-use portcullis::tools::mint::{SigningKey, access_claims};
+use portcullis::tools::mint::{SigningKey, access_claims, id_claims};
+
+/// The session secret the benchmark's `login` block uses.
+pub const SESSION_SECRET: &str = "bench-session-secret-0123456789abcdef";
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,5 +66,31 @@ fn main() -> Result<(), String> {
     };
     write("badsig.txt", forger.mint(&claims(0)) + "\n")?;
     write("jwks.json", issuer.jwks().to_string())?;
+
+    // The session mode: a refresh answer and a sealed cookie.
+    let iss = arg(0, "http://127.0.0.1:9000/us-east-1_TEST");
+    let client = arg(1, "3n4b5urk1ft4fl3mg5e62d9ado");
+    let group = arg(2, "admins");
+    let now = portcullis::tools::mint::now();
+    let mut access = access_claims(&iss, &client, "bench-session", &[group.as_str()], "openid");
+    access["exp"] = (now + ttl).into();
+    access["origin_jti"] = "bench-origin".into();
+    let access = issuer.mint(&access);
+    let mut id = id_claims(&iss, &client, "bench-session", &[group.as_str()], "bench@example.com");
+    id["exp"] = (now + ttl).into();
+    id["origin_jti"] = "bench-origin".into();
+    id["at_hash"] = portcullis::auth::verify::at_hash(access.as_bytes()).into();
+    let set = serde_json::json!({"access_token": access, "id_token": issuer.mint(&id), "token_type": "Bearer"});
+    write("session-tokens.json", set.to_string())?;
+    let sealer = portcullis::auth::login::seal::Sealer::new(
+        &[portcullis::config::Secret(SESSION_SECRET.as_bytes().to_vec())],
+        portcullis::auth::login::seal::Purpose::Session,
+    )?;
+    let refresh = format!("eyJjdHkiOiJKV1QiLCJlbmMiOiJBMjU2R0NNIiwiYWxnIjoiUlNBLU9BRVAifQ.{}", "A".repeat(1760));
+    let cookie = portcullis::auth::login::sessions::SessionCookie::new("bench-session", &refresh, ttl as u64)
+        .and_then(|c| c.encode())
+        .and_then(|plain| sealer.seal(b"__Host-portcullis", &plain))
+        .ok_or("sealing the session cookie failed")?;
+    write("session-cookie.txt", cookie + "\n")?;
     Ok(())
 }

@@ -6,7 +6,9 @@
 # and the release Portcullis on :19109 (admin :19909). Then, per round, wrk against the direct
 # upstream, nginx-plain, and Portcullis with one token ("single"), 2000 rotating tokens ("rotate")
 # and a never-seen token on every request ("unique"; Portcullis is restarted before it so its cache
-# is empty). Reports rps, p50/p99, the ratios to the direct upstream and nginx-plain of the same
+# is empty), and a browser sign-in session cookie ("session": the same request as "single" but
+# authenticated by a sealed session cookie; the process refreshes the session's tokens once, from
+# a fixed answer nginx serves as the token endpoint). Reports rps, p50/p99, the ratios to the direct upstream and nginx-plain of the same
 # round (median over rounds), peak RSS (VmHWM) and the time from the JWKS answering to /readyz.
 # Writes docs/bench/results.md, results.json, chart.svg (override with --out).
 #
@@ -73,12 +75,16 @@ NTOK=$(( D * 16000 > 20000 ? D * 16000 : 20000 ))
 [ "$FLOOD" -gt 0 ] && NTOK=$(( NTOK > 100000 ? NTOK : 100000 ))
 mkdir -p "$W/tokens" "$W/run" "$W/conf"
 have=$(wc -l <"$W/tokens/tokens.txt" 2>/dev/null || echo 0)
-if [ "$have" -lt "$NTOK" ] || [ -n "$(find "$W/tokens/tokens.txt" -mmin +720 2>/dev/null)" ]; then
+if [ "$have" -lt "$NTOK" ] || [ -n "$(find "$W/tokens/tokens.txt" -mmin +720 2>/dev/null)" ] \
+  || [ ! -f "$W/tokens/session-cookie.txt" ]; then
   say "minting $NTOK tokens into $W/tokens (RSA-2048, about 1 ms each per core)"
   "$MINT" "$W/tokens" "$NTOK" "$ISS" "$CLIENT" admins 82800
 fi
 TOK=$(head -n1 "$W/tokens/tokens.txt")
 BAD=$(cat "$W/tokens/badsig.txt")
+SESSION=$(cat "$W/tokens/session-cookie.txt")
+# The token endpoint's answer, inlined into nginx's config (tokens hold no single quote).
+SESSION_TOKENS=$(cat "$W/tokens/session-tokens.json")
 
 # --- processes: started here, stopped by PID on exit ---------------------------------------------
 PIDS=()
@@ -125,7 +131,8 @@ nginx_conf nginx-up 1 "
     server { listen 127.0.0.1:19001; default_type text/plain;
              location / { return 200 \"ok sub=\$http_x_user_sub groups=\$http_x_user_groups\\n\"; } }
     server { listen 127.0.0.1:19000; access_log $W/run/jwks.log t; default_type application/json;
-             location = /bench_pool/.well-known/jwks.json { alias $JWKS_DIR/jwks.json; } }"
+             location = /bench_pool/.well-known/jwks.json { alias $JWKS_DIR/jwks.json; }
+             location = /oauth2/token { default_type application/json; return 200 '$SESSION_TOKENS'; } }"
 nginx_conf nginx-plain 2 "
     upstream backend { server 127.0.0.1:19001; keepalive 64; }
     server { listen 127.0.0.1:19107;
@@ -147,6 +154,13 @@ issuers:
     token_use: access
 limits:
   token_cache_entries: $1
+login:
+  issuer: bench
+  client_id: $CLIENT
+  endpoints: {authorize: "http://127.0.0.1:19000/oauth2/authorize", token: "http://127.0.0.1:19000/oauth2/token"}
+  public_url: http://127.0.0.1:19109
+  session:
+    secrets: ["bench-session-secret-0123456789abcdef"]
 routes:
   - name: all
     path: /**
@@ -157,6 +171,10 @@ EOF
 START_MS=()
 start_pc() {   # start Portcullis, wait for /readyz, record ms from the JWKS answer to ready
   : >"$W/run/jwks.log"
+  # stop_pc runs in a command substitution (a subshell that cannot `wait` for the old process):
+  # wait here until its listener is gone.
+  local j
+  for j in $(seq 1000); do port_busy 19109 || break; sleep 0.01; done
   "$BIN" run --config "$W/conf/portcullis.yaml" >"$W/run/portcullis.log" 2>&1 &
   PC_PID=$!
   local i
@@ -187,6 +205,8 @@ code() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$
 [ "$(code "$TOK" http://127.0.0.1:19109/bench)" = 200 ] || die "pre-check: valid token not 200 on Portcullis"
 [ "$(code "$BAD" http://127.0.0.1:19109/bench)" = 401 ] || die "pre-check: forged token not 401 on Portcullis"
 [ "$(code "$TOK" http://127.0.0.1:19107/bench)" = 200 ] || die "pre-check: nginx-plain not 200"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: __Host-portcullis=$SESSION" http://127.0.0.1:19109/bench)" = 200 ] \
+  || die "pre-check: the session cookie is not 200 on Portcullis"
 
 RES=$W/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RES"
@@ -211,6 +231,7 @@ for r in $(seq "$R"); do
   run direct single "$r" 19001 -H "Authorization: Bearer $TOK"
   run nginx-plain single "$r" 19107 -H "Authorization: Bearer $TOK"
   run portcullis single "$r" 19109 -H "Authorization: Bearer $TOK"
+  run portcullis session "$r" 19109 -H "Cookie: __Host-portcullis=$SESSION"
   BENCH_MODE=rotate run portcullis rotate "$r" 19109 -s "$LUA"
   RSS_WARM+=("$(stop_pc)")
   start_pc   # an empty cache: every token of the unique run is new to this process

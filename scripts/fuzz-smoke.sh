@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bounded coverage-guided fuzzing of the parsers an attacker reaches (fuzz/fuzz_targets: token,
-# path, headers, config). Each target runs FUZZ_SECONDS (default 20) from the committed seeds
+# path, headers, config, cookies). Each target runs FUZZ_SECONDS (default 20) from the committed seeds
 # plus the corpus grown by earlier runs (kept in the cache); any crash or failed property fails
 # the test command and leaves the input under fuzz/artifacts/.
 #
@@ -19,7 +19,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-20}
-targets=${FUZZ_TARGETS:-token path headers config}
+targets=${FUZZ_TARGETS:-token path headers config cookies}
 opts=(-s none --dev --target-dir "$cache/fuzz-target")
 
 cargo fuzz build "${opts[@]}"

@@ -8,16 +8,19 @@
 # why the code is written that way) does not count: only a test that fails on regression does.
 #
 # The catalog is read from SECURITY_CATALOG (default: the shared SECURITY.md next to the repo, or
-# the copy of its ID list in scripts/security-ids.txt when that file is not present, e.g. on CI).
+# the copy of its ID list in scripts/security-ids.txt when that file is not present, e.g. on CI),
+# together with SECURITY-LOGIN.md beside it (the LOGIN-* items of browser sign-in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== security catalog coverage (every SECURITY.md ID named by a test)"
 
 ids_file=scripts/security-ids.txt
 catalog=${SECURITY_CATALOG:-../shared/SECURITY.md}
+# The browser sign-in items (SPEC §8) live in their own catalog file and join the list.
+login_catalog=${SECURITY_LOGIN_CATALOG:-$(dirname "$catalog")/SECURITY-LOGIN.md}
 if [ -f "$catalog" ]; then
   # Keep the committed list in step with the catalog when it is available.
-  fresh=$(grep -oE '^#### [A-Z]+-[0-9]+' "$catalog" | awk '{print $2}')
+  fresh=$(cat "$catalog" $([ -f "$login_catalog" ] && echo "$login_catalog") | grep -oE '^#### [A-Z]+-[0-9]+' | awk '{print $2}')
   if [ "$fresh" != "$(cat "$ids_file")" ]; then
     echo "security-coverage: $ids_file differs from $catalog; refreshing it (commit the change)" >&2
     printf '%s\n' "$fresh" >"$ids_file"

@@ -59,6 +59,12 @@ enum Command {
         /// A request cookie, `name=value` (repeatable); `${token}` as for `--header`.
         #[arg(long = "cookie", value_name = "NAME=VALUE")]
         cookies: Vec<String>,
+        /// The `--claims` user arrives with a browser sign-in session (SPEC §8), not a token.
+        #[arg(long, requires = "claims")]
+        session: bool,
+        /// The request is a browser navigation (`Sec-Fetch-Mode: navigate`).
+        #[arg(long)]
+        navigation: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
@@ -143,14 +149,20 @@ fn main() -> ExitCode {
             print!("{report}");
             if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
-        Command::Explain { method, path, token, claims, issuer, headers, cookies, format } => {
+        Command::Explain { method, path, token, claims, issuer, headers, cookies, session, navigation, format } => {
             let config = match load(cli.config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let request = header_lines(&headers).map(|headers| Request { method, target: path, headers, cookies });
+            let request = header_lines(&headers).map(|mut headers| {
+                if navigation {
+                    headers.push(("Sec-Fetch-Mode".to_owned(), "navigate".to_owned()));
+                }
+                Request { method, target: path, headers, cookies }
+            });
             let input = request.and_then(|r| credential(token, claims, issuer).map(|c| (r, c)));
             let (request, credential) = match input {
+                Ok((r, Credential::Claims { claims, .. })) if session => (r, Credential::Session { claims }),
                 Ok(input) => input,
                 Err(e) => {
                     eprintln!("portcullis explain: {e}");

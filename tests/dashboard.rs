@@ -30,6 +30,8 @@ fn every_dashboard_metric_exists() {
     m.jwks_last_success_timestamp_seconds.with_label_values(&["main"]).set(1.0);
     m.config_reloads_total.with_label_values(&["ok"]).inc();
     m.upstream_errors_total.with_label_values(&["connect"]).inc();
+    m.logins_total.with_label_values(&["ok"]).inc();
+    m.session_refresh_total.with_label_values(&["ok"]).inc();
     let text = m.render();
     let panels = dash["panels"].as_array().unwrap();
     assert!(panels.len() >= 8);

@@ -50,3 +50,57 @@ async fn demo_serves_the_printed_examples() {
     assert_eq!(ready.status(), 200);
     demo.app.stop().await;
 }
+
+#[tokio::test]
+async fn demo_offers_browser_sign_in_with_its_demo_users() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let demo = portcullis::tools::demo::start(any, any).await.unwrap();
+    let text = portcullis::tools::demo::instructions(&demo);
+    assert!(text.contains(&format!("open {} in a browser", demo.browser_url)), "{text}");
+    let client = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut cookies: Vec<String> = Vec::new();
+    let keep = |r: &reqwest::Response, cookies: &mut Vec<String>| {
+        for c in r.headers().get_all("set-cookie") {
+            let pair = c.to_str().unwrap().split(';').next().unwrap().to_owned();
+            let name = pair.split('=').next().unwrap().to_owned();
+            cookies.retain(|p| !p.starts_with(&format!("{name}=")));
+            if !c.to_str().unwrap().contains("Max-Age=0") {
+                cookies.push(pair);
+            }
+        }
+    };
+    // The browser opens the printed address and is sent to the demo's sign-in page.
+    let start = client.get(&demo.browser_url).header("sec-fetch-mode", "navigate").send().await.unwrap();
+    assert_eq!(start.status(), 302);
+    keep(&start, &mut cookies);
+    let page = client.get(start.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page_url = page.url().clone();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Alice") && html.contains("Bob"), "{html}");
+    // Pick alice: back to the callback, then to the page asked for.
+    let href = html.split("href=\"").find(|s| s.contains("user=alice")).unwrap().split('"').next().unwrap();
+    let chosen = client.get(page_url.join(&href.replace("&amp;", "&")).unwrap()).send().await.unwrap();
+    assert_eq!(chosen.status(), 302);
+    let callback = chosen.headers()["location"].to_str().unwrap().to_owned();
+    assert!(callback.starts_with(&format!("{}.portcullis/callback?", demo.browser_url)));
+    let done = client.get(&callback).header("cookie", cookies.join("; ")).send().await.unwrap();
+    assert_eq!(done.status(), 303);
+    keep(&done, &mut cookies);
+    let app = client.get(&demo.browser_url).header("cookie", cookies.join("; ")).send().await.unwrap();
+    assert_eq!(app.status(), 200);
+    let body: serde_json::Value = app.json().await.unwrap();
+    assert_eq!(body["x-user-sub"], "alice-0001");
+    assert_eq!(body["x-user-groups"], "Admins");
+    // Signing out ends at the demo's logout endpoint, which returns to the app.
+    let out = client
+        .post(format!("{}.portcullis/logout", demo.browser_url))
+        .header("cookie", cookies.join("; "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let logout = client.get(out.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    assert_eq!(logout.headers()["location"].to_str().unwrap(), demo.browser_url);
+    demo.app.stop().await;
+}

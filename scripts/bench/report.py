@@ -11,6 +11,7 @@ UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 ROWS = [("direct", "single", "upstream direct (nginx fixed 200, no proxy)"),
         ("nginx-plain", "single", "nginx plain reverse proxy, no auth"),
         ("portcullis", "single", "Portcullis, one token"),
+        ("portcullis", "session", "Portcullis, a browser sign-in session cookie"),
         ("portcullis", "rotate", "Portcullis, 2000 rotating tokens"),
         ("portcullis", "unique", "Portcullis, a never-seen token per request")]
 
@@ -130,6 +131,8 @@ def main():
         # Per round (same machine state), then the median: not the ratio of two medians.
         "rotate_over_single": med([ratio_of(runs, ("portcullis", "rotate"), ("portcullis", "single"), k)
                                    for k in runs.get(("portcullis", "rotate"), {})]),
+        "session_over_single": med([ratio_of(runs, ("portcullis", "session"), ("portcullis", "single"), k)
+                                    for k in runs.get(("portcullis", "session"), {})]),
         "p99_over_plain": single["p99_ms"] / plain["p99_ms"] if single["p99_ms"] and plain["p99_ms"] else None,
         "peak_rss_mib_single_rotate": max(rss_warm) / 1024 if rss_warm else None,
         "peak_rss_mib_unique": max(rss_unique) / 1024 if rss_unique else None,
@@ -148,6 +151,7 @@ def main():
                      f'{fmt(r["x_plain"], ".2f")} | {fmt(r["p50_ms"], ".2f")} | {fmt(r["p99_ms"], ".2f")} | '
                      f'{fmt(r["rps_spread"] and r["rps_spread"] * 100, ".0f")}% |')
     lines += ["",
+              f"- session / single bearer token (per round, median): {fmt(summary['session_over_single'], '.2f')}",
               f"- rotating / single (per round, median): {fmt(summary['rotate_over_single'], '.2f')}; "
               f"p99 single / nginx-plain p99: {fmt(summary['p99_over_plain'], '.2f')}",
               f"- peak RSS (VmHWM): {fmt(summary['peak_rss_mib_single_rotate'], '.1f')} MiB over the single and "

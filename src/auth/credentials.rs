@@ -52,6 +52,9 @@ pub enum Presented {
     One { source: usize },
     /// Two distinct tokens: an id+access pair if they verify as one.
     Two { sources: [usize; 2] },
+    /// No configured source held a token; the browser sign-in session (SPEC §8) did: its
+    /// id+access pair.
+    Session,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

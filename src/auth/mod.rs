@@ -6,6 +6,7 @@
 pub(crate) mod credentials;
 pub(crate) mod identity;
 pub mod jwks;
+pub mod login;
 pub mod policy;
 pub mod route;
 pub mod verify;

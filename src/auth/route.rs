@@ -254,6 +254,7 @@ mod tests {
             auth: AuthMode::Required,
             mode: Mode::Enforce,
             require: Require::default(),
+            login: true,
             span: crate::config::yaml::Span { line: 1, col: 1 },
         }
     }

@@ -4,7 +4,8 @@
 //! prints them, `run` and every applied reload log them ([`log_findings`]).
 //!
 //! Codes: `audit_mode`, `forward_token`, `user_writable_claim`, `unreachable_route`,
-//! `shadowed_route`, `public_under_protected`, `unsatisfiable`, `non_loopback_upstream`.
+//! `shadowed_route`, `public_under_protected`, `unsatisfiable`, `non_loopback_upstream`,
+//! `login_logout_origin`.
 
 use std::collections::HashMap;
 
@@ -75,6 +76,7 @@ pub fn lint(c: &Config) -> Vec<Finding> {
             "identity_headers.forward_token is true: the app receives the raw credential".to_owned(),
         ));
     }
+    out.extend(login(c));
     // The trust boundary (SECURITY DEP-01): identity headers mean something only if nothing but
     // Portcullis can reach the app. An upstream on a routable address usually means the app
     // listens there too, where any pod can send it `X-User-Sub` directly.
@@ -340,6 +342,26 @@ pub fn log_findings(c: &Config) {
     for f in lint(c) {
         tracing::warn!(code = f.code, route = f.route.as_deref(), "{f}");
     }
+}
+
+/// `check` warnings about the `login` block (SPEC §8).
+fn login(c: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(l) = &c.login
+        && crate::config::origin(&l.after_logout_url) != Some(l.public_url.clone())
+    {
+        let mut f = finding(
+            "login_logout_origin",
+            None,
+            format!(
+                "login.after_logout_url {} is not on public_url's origin {}: users leave the app after signing out",
+                l.after_logout_url, l.public_url
+            ),
+        );
+        f.line = l.after_logout_span.map(|s| s.line);
+        out.push(f);
+    }
+    out
 }
 
 #[cfg(test)]

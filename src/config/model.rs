@@ -29,6 +29,8 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub limits: Limits,
     pub routes: Vec<Route>,
+    /// Browser sign-in (SPEC §8), when configured.
+    pub login: Option<Login>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +192,8 @@ pub struct Route {
     pub auth: AuthMode,
     pub mode: Mode,
     pub require: Require,
+    /// `login: false` opts the route out of the sign-in redirect (SPEC §8); default true.
+    pub login: bool,
     pub span: Span,
 }
 
@@ -245,4 +249,74 @@ pub fn is_plain_name(name: &str) -> bool {
 /// `-` (configured names hold only letters, digits and `-`, so this is exact for them).
 pub fn env_name(name: &str) -> String {
     name.bytes().map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char }).collect()
+}
+
+// Browser sign-in (SPEC §8): the `login` block (decoded in `decode/login.rs`).
+
+/// The shortest session secret accepted, in bytes (SPEC §8).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A secret value: compared and printed never. `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Where the provider's OAuth endpoints are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginEndpoints {
+    pub authorize: String,
+    pub token: String,
+    pub revoke: Option<String>,
+    pub logout: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSession {
+    /// The first one seals; every one opens (rotation).
+    pub secrets: Vec<Secret>,
+    /// Absolute session lifetime.
+    pub lifetime: Duration,
+    /// Session cookie name (always `__Host-` prefixed).
+    pub cookie: String,
+}
+
+/// A validated `login` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The configured issuer users sign in to, by name and index into `Config::issuers`.
+    pub issuer: String,
+    pub issuer_index: usize,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub endpoints: LoginEndpoints,
+    /// `scheme://host[:port]`, no trailing slash.
+    pub public_url: String,
+    pub scopes: Vec<String>,
+    pub after_logout_url: String,
+    pub session: LoginSession,
+    /// Where `after_logout_url` was written (for the origin lint), if it was.
+    pub after_logout_span: Option<Span>,
+}
+
+impl Login {
+    /// `<public_url>/.portcullis/callback`.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/.portcullis/callback", self.public_url)
+    }
+
+    /// The login (pending sign-in) cookie's name, derived from the session cookie's.
+    pub fn login_cookie(&self) -> String {
+        format!("{}-login", self.session.cookie)
+    }
+}
+
+/// `scheme://authority` of a URL that passed `decode`'s URL check.
+pub fn origin(s: &str) -> Option<String> {
+    let uri: http::Uri = s.parse().ok()?;
+    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str().to_ascii_lowercase()))
 }

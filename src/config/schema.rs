@@ -161,8 +161,34 @@ pub fn schema() -> Value {
             "auth": {"enum": ["required", "optional", "none"], "description": "Default required."},
             "mode": {"enum": ["enforce", "audit"], "description": "audit: forward, but log and count what would be denied."},
             "require": require,
+            "login": boolean("false: never redirect this route's navigations to sign in (a session still authenticates). Default true."),
         }),
         &["name", "path"],
+    );
+    let https_url = |d: &str| json!({"type": "string", "pattern": "^https?://", "description": d});
+    let login = object(
+        "Browser sign-in through Cognito's managed login (SPEC §8): authorization code + PKCE, a sealed session cookie.",
+        json!({
+            "issuer": string("A configured issuer (by name); users sign in to its pool."),
+            "client_id": string("An app client of that pool; must be in the issuer's client_ids."),
+            "client_secret": string("Optional (confidential client): HTTP Basic at the token endpoint. Use ${env:NAME}."),
+            "domain": https_url("Cognito domain (prefix or custom); gives /oauth2/authorize, /oauth2/token, /oauth2/revoke, /logout."),
+            "endpoints": object("Instead of `domain`: any OIDC provider's endpoints.", json!({
+                "authorize": https_url("Authorization endpoint."),
+                "token": https_url("Token endpoint."),
+                "revoke": https_url("Revocation endpoint (optional)."),
+                "logout": https_url("Logout endpoint taking client_id and logout_uri (optional)."),
+            }), &["authorize", "token"]),
+            "public_url": https_url("The origin browsers use; the callback is <public_url>/.portcullis/callback."),
+            "scopes": list("Requested scopes; must include openid (default [openid, email, profile])."),
+            "after_logout_url": https_url("Where sign-out ends (Cognito logout_uri; register it as a sign-out URL). Default <public_url>/."),
+            "session": object("The session cookie.", json!({
+                "secrets": {"type": "array", "items": {"type": "string", "minLength": 32}, "minItems": 1, "description": "Each ≥ 32 bytes; the first seals, every one opens (rotation)."},
+                "lifetime": duration("Absolute session lifetime (default 12h)."),
+                "cookie": {"type": "string", "pattern": "^__Host-", "description": "Session cookie name (default __Host-portcullis)."},
+            }), &["secrets"]),
+        }),
+        &["issuer", "client_id", "public_url", "session"],
     );
     let mut root = object(
         "Portcullis configuration (SPEC §2).",
@@ -193,6 +219,7 @@ pub fn schema() -> Value {
                 "token_cache_entries": integer("Verified-token cache bound (default 100000).", 0, 100_000_000),
             }), &[]),
             "routes": {"type": "array", "minItems": 1, "items": route, "description": "Unmatched requests are denied (403 no_route)."},
+            "login": login,
         }),
         &["listen", "upstream", "issuers", "routes"],
     );

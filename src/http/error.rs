@@ -40,11 +40,17 @@ pub enum Reason {
     UpstreamTimeout,
     UpstreamProtocol,
     ClientAbort,
+    /// A sign-in callback failed (SPEC §8).
+    LoginFailed,
+    /// The provider refused a session's refresh token (SPEC §8).
+    SessionExpired,
+    /// The identity provider could not be reached (SPEC §8).
+    IdpUnavailable,
 }
 
 impl Reason {
     /// Every reason, in SPEC §6 order (docs and dashboards are checked against this list).
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 30] = [
         Reason::Ok,
         Reason::Public,
         Reason::MissingToken,
@@ -72,6 +78,9 @@ impl Reason {
         Reason::UpstreamTimeout,
         Reason::UpstreamProtocol,
         Reason::ClientAbort,
+        Reason::LoginFailed,
+        Reason::SessionExpired,
+        Reason::IdpUnavailable,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -103,6 +112,9 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::UpstreamProtocol => "upstream_protocol",
             Reason::ClientAbort => "client_abort",
+            Reason::LoginFailed => "login_failed",
+            Reason::SessionExpired => "session_expired",
+            Reason::IdpUnavailable => "idp_unavailable",
         }
     }
 
@@ -136,6 +148,9 @@ impl Reason {
             Reason::UpstreamTimeout => "the application did not answer in time",
             Reason::UpstreamProtocol => "the application sent an invalid response",
             Reason::ClientAbort => "client closed the request",
+            Reason::LoginFailed => "sign-in failed",
+            Reason::SessionExpired => "the session has expired; sign in again",
+            Reason::IdpUnavailable => "the identity provider is temporarily unavailable",
         }
     }
 }
@@ -178,6 +193,22 @@ pub enum Rejection {
     UpstreamProtocol,
     /// The client went away before the response; no response is sent, only logged.
     ClientAbort,
+    /// A browser navigation without a credential (or whose session ended), where sign-in is
+    /// configured: 302 to the authorize endpoint (SPEC §3, §8). `reason` is what it replaces
+    /// (`missing_token` or `session_expired`).
+    SignIn {
+        location: HeaderValue,
+        reason: SignIn,
+    },
+    /// A sign-in callback whose `state` matches no pending sign-in (or is missing, or replayed):
+    /// 400 `login_failed`, nothing exchanged (SECURITY LOGIN-01).
+    LoginState,
+    /// A sign-in that failed at the provider or in token verification: 401 `login_failed`.
+    LoginFailed,
+    /// The provider refused the session's refresh token: 401 `session_expired`.
+    SessionExpired,
+    /// The provider could not be reached: 503 `idp_unavailable` with `Retry-After`.
+    IdpUnavailable,
 }
 
 /// What is wrong with a presented token (401 `invalid_token`): only the token reasons.
@@ -223,6 +254,9 @@ pub enum Forbidden {
     Claim,
     /// A `require.issuers` restriction is not met: the token is valid, from another pool.
     Issuer,
+    /// A sign-out `GET` not from this site (SPEC §8 "Sign-out"): it could be an `<img>` on any
+    /// page, so it does nothing (`bad_request`).
+    CrossSiteLogout,
 }
 
 impl Forbidden {
@@ -232,6 +266,7 @@ impl Forbidden {
             Forbidden::Group => Reason::ForbiddenGroup,
             Forbidden::Claim => Reason::ForbiddenClaim,
             Forbidden::Issuer => Reason::BadIss,
+            Forbidden::CrossSiteLogout => Reason::BadRequest,
         }
     }
 }
@@ -253,6 +288,23 @@ impl BadRequest {
             BadRequest::Malformed => Reason::BadRequest,
             BadRequest::AmbiguousPath => Reason::AmbiguousPath,
             BadRequest::AmbiguousCredential => Reason::MalformedToken,
+        }
+    }
+}
+
+/// What a sign-in redirect replaces (SPEC §8): the request had no credential, or its session
+/// ended at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    MissingToken,
+    SessionExpired,
+}
+
+impl SignIn {
+    pub const fn reason(self) -> Reason {
+        match self {
+            SignIn::MissingToken => Reason::MissingToken,
+            SignIn::SessionExpired => Reason::SessionExpired,
         }
     }
 }
@@ -302,6 +354,10 @@ impl Rejection {
             Rejection::UpstreamTimeout => Reason::UpstreamTimeout,
             Rejection::UpstreamProtocol => Reason::UpstreamProtocol,
             Rejection::ClientAbort => Reason::ClientAbort,
+            Rejection::SignIn { reason, .. } => reason.reason(),
+            Rejection::LoginState | Rejection::LoginFailed => Reason::LoginFailed,
+            Rejection::SessionExpired => Reason::SessionExpired,
+            Rejection::IdpUnavailable => Reason::IdpUnavailable,
         }
     }
 
@@ -316,11 +372,16 @@ impl Rejection {
             | Rejection::InsufficientScope { .. }
             | Rejection::Forbidden(_)
             | Rejection::UnencodableClaim
+            | Rejection::SignIn { .. }
+            | Rejection::LoginState
+            | Rejection::LoginFailed
+            | Rejection::SessionExpired
             | Rejection::BadRequest(_)
             | Rejection::MethodNotAllowed
             | Rejection::HeaderTooLarge
             | Rejection::UriTooLong => Decision::Deny,
             Rejection::KeysUnavailable
+            | Rejection::IdpUnavailable
             | Rejection::UpstreamConnect
             | Rejection::UpstreamReset
             | Rejection::UpstreamTimeout
@@ -358,6 +419,15 @@ impl Rejection {
                 (StatusCode::BAD_GATEWAY, "bad_gateway", None)
             }
             Rejection::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", None),
+            Rejection::SignIn { .. } => (StatusCode::FOUND, "sign_in_required", None),
+            Rejection::LoginState => (StatusCode::BAD_REQUEST, "login_failed", None),
+            Rejection::LoginFailed => (StatusCode::UNAUTHORIZED, "login_failed", None),
+            Rejection::SessionExpired => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                Some(format!("{REALM}, error=\"invalid_token\", error_description=\"{}\"", reason.description())),
+            ),
+            Rejection::IdpUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", None),
             // Nobody is listening; a response is still built so the types stay simple.
             Rejection::ClientAbort => (StatusCode::BAD_REQUEST, "client_abort", None),
         };
@@ -375,8 +445,11 @@ impl Rejection {
         if let Some(value) = www_authenticate.and_then(|v| HeaderValue::from_str(&v).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        if matches!(self, Rejection::KeysUnavailable) {
+        if matches!(self, Rejection::KeysUnavailable | Rejection::IdpUnavailable) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Rejection::SignIn { location, .. } = &self {
+            headers.insert(header::LOCATION, location.clone());
         }
         if matches!(self, Rejection::MethodNotAllowed) {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
@@ -466,6 +539,14 @@ mod tests {
             (Rejection::UpstreamReset, 502),
             (Rejection::UpstreamProtocol, 502),
             (Rejection::UpstreamTimeout, 504),
+            (
+                Rejection::SignIn { location: HeaderValue::from_static("https://idp/"), reason: SignIn::MissingToken },
+                302,
+            ),
+            (Rejection::LoginState, 400),
+            (Rejection::LoginFailed, 401),
+            (Rejection::SessionExpired, 401),
+            (Rejection::IdpUnavailable, 503),
         ];
         for (rejection, status) in table {
             let label = format!("{rejection:?}");
@@ -537,6 +618,9 @@ mod tests {
             Reason::UpstreamTimeout => 24,
             Reason::UpstreamProtocol => 25,
             Reason::ClientAbort => 26,
+            Reason::LoginFailed => 27,
+            Reason::SessionExpired => 28,
+            Reason::IdpUnavailable => 29,
         };
         for (i, r) in Reason::ALL.into_iter().enumerate() {
             assert_eq!(position(r), i, "{}", r.as_str());

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! headers::strip_untrusted → http::request checks (head size, target length, method, target
-//!   form, Host) → path::normalise → routes.candidates → credentials::extract → verifier.verify(_pair)
-//!   → policy::decide → Permit → headers::rewrite_for_upstream
+//!   form, Host) → path::normalise → routes.candidates → credentials::extract (else the sign-in
+//!   session, SPEC §8) → verifier.verify(_pair) → policy::decide (a navigation refused for want of
+//!   a credential → the sign-in redirect) → Permit → headers::rewrite_for_upstream
 //! ```
 //!
 //! Everything learnt on the way is written into a [`Verdict`] as soon as it is known, so the
@@ -33,6 +34,7 @@ use crate::http::error::{BadRequest, Forbidden, Rejection};
 use crate::http::path::{self, PathError};
 use crate::http::request as checks;
 use crate::proxy::headers::{self, Forwarding, Stripped};
+use crate::proxy::login;
 use crate::proxy::runtime::Runtime;
 
 /// Facts about the downstream connection.
@@ -60,6 +62,9 @@ pub struct Verdict<'rt> {
     pub verification: Option<Result<Arc<Verified>, TokenError>>,
     /// A WebSocket handshake: the upstream gets `Connection: upgrade` and `Upgrade: websocket`.
     pub websocket: bool,
+    /// `Set-Cookie`s the browser sign-in adds to whatever response goes out (SPEC §8): a
+    /// refreshed session, a cleared one, or a pending sign-in.
+    pub set_cookies: Vec<HeaderValue>,
 }
 
 impl<'rt> Verdict<'rt> {
@@ -100,20 +105,42 @@ pub async fn authorize<'rt>(
         verdict.path_error = Some(e);
         Rejection::BadRequest(BadRequest::AmbiguousPath)
     })?;
+    // The sign-in's reserved paths are answered by the pipeline before this runs; should one get
+    // here, it is never routed to the app (SPEC §8 "Reserved paths"; SECURITY LOGIN-06).
+    if rt.login.is_some() && login::is_reserved(&path) {
+        verdict.path = Some(path);
+        return Err(Rejection::Forbidden(Forbidden::NoRoute));
+    }
     verdict.candidates = rt.routes.candidates(&head.method, &path);
     verdict.path = Some(path);
     let route = verdict.route().ok_or(Rejection::Forbidden(Forbidden::NoRoute))?;
 
-    let authn = authenticate(rt, route, head, verdict).await?;
-    let permit = policy::decide(route, authn, rt.issuer_names())?;
+    let permit = match authenticate(rt, route, head, verdict).await {
+        Ok(authn) => policy::decide(route, authn, rt.issuer_names()),
+        Err(rejection) => Err(rejection),
+    };
+    // A browser navigation with no credential (or whose session ended) is sent to sign in
+    // instead of getting the 401 (SPEC §8 "Who is sent to sign in").
+    let permit = match (permit, &rt.login) {
+        (Err(rejection), Some(l)) => {
+            let path = verdict.path.as_deref().unwrap_or("/");
+            let return_to = match head.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            };
+            let cookies = &mut verdict.set_cookies;
+            Err(login::sign_in_instead(l, route, &head.method, &head.headers, &return_to, rejection, cookies))
+        }
+        (permit, _) => permit,
+    }?;
     prepare_upstream_head(rt, head, conn, request_id, &permit, verdict);
     Ok(permit)
 }
 
-/// Read and verify the credential the route needs. The place to plug in a credential source
-/// that needs asynchronous work (a browser sign-in session that may refresh its tokens, SPEC §8):
-/// it is consulted when the configured sources found nothing (other credentials win), and its
-/// tokens are verified like presented ones.
+/// Read and verify the credential the route needs. The browser sign-in session (SPEC §8), a
+/// source that needs asynchronous work (it may refresh its tokens), is consulted when the
+/// configured sources found nothing (other credentials win), and its id+access pair is verified
+/// by the same verifier as a presented pair.
 async fn authenticate(
     rt: &Runtime,
     route: &Route,
@@ -139,7 +166,17 @@ async fn authenticate(
     };
     verdict.credential = found.presented();
     let verified = match found {
-        Found::None => return Ok(Authn::Anonymous),
+        Found::None => match &rt.login {
+            Some(l) => {
+                let authn = login::session_authn(l, &rt.verifier, &head.headers, &mut verdict.set_cookies).await?;
+                if let Authn::Verified(v) = &authn {
+                    verdict.credential = Presented::Session;
+                    verdict.verification = Some(Ok(v.clone()));
+                }
+                return Ok(authn);
+            }
+            None => return Ok(Authn::Anonymous),
+        },
         Found::One(token) => rt.verifier.verify(&token.value, UseRule::Issuer).await,
         // Two different tokens: an id+access pair, or ambiguous — refused rather than guessed
         // (SPEC §2 "Credentials").
@@ -176,6 +213,11 @@ fn prepare_upstream_head(
     }
     if !rt.config.identity.forward_token {
         credentials::strip_credential_cookies(&mut head.headers, &rt.config.credentials, rt.client_ids());
+    }
+    // The session and login cookies never reach the app, whatever `forward_token` says: they
+    // hold a refresh token (SPEC §8; SECURITY LOGIN-06).
+    if let Some(l) = &rt.login {
+        l.strip_cookies(&mut head.headers);
     }
     let forwarding = Forwarding {
         peer: conn.peer,

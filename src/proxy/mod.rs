@@ -3,6 +3,7 @@
 
 pub mod decision;
 pub mod headers;
+pub mod login;
 pub(crate) mod pipeline;
 pub mod runtime;
 pub mod upstream;

@@ -1,8 +1,9 @@
 //! The request pipeline, and nothing else (SPEC §1). It sequences, top to bottom:
 //!
 //! ```text
-//! decision::authorize (checks, strip, normalise, route, credentials, verify, policy, rewrite)
-//!   → upstream.send → response headers → access log + metrics
+//! [sign-in's reserved paths, SPEC §8: answered here, never forwarded]
+//!   → decision::authorize (checks, strip, normalise, route, credentials, verify, policy, rewrite)
+//!   → upstream.send → response headers (+ the sign-in's `Set-Cookie`s) → access log + metrics
 //! ```
 //!
 //! Each request loads one config snapshot and uses it from start to end. The decision itself —
@@ -23,14 +24,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::auth::policy::Permit;
 use crate::auth::verify::Verified;
 use crate::http::body::{self, Progress, ProxyBody, Streamed};
 use crate::http::error::{BadRequest, Decision, Reason, Rejection};
 use crate::proxy::decision::{self, Conn, Verdict};
-use crate::proxy::headers;
 use crate::proxy::runtime::{Runtime, Shared};
 use crate::proxy::upstream::UpstreamError;
+use crate::proxy::{headers, login};
 use crate::telemetry::metrics::Metrics;
 
 /// What the access log records; logged once, when the request ends — or on drop, if the client
@@ -46,6 +46,8 @@ struct AccessLog<'rt> {
     sub: Option<Arc<Verified>>,
     auth: Option<Duration>,
     upstream: Option<Duration>,
+    /// A request to the sign-in's reserved paths (logged under their own route label).
+    reserved: bool,
     done: bool,
 }
 
@@ -56,7 +58,11 @@ impl AccessLog<'_> {
     }
 
     fn emit(&self, status: Option<StatusCode>, decision: Decision, reason: Reason) {
-        let route = self.verdict.route().map_or("none", |r| r.name.as_str());
+        let route = match self.verdict.route() {
+            Some(r) => r.name.as_str(),
+            None if self.reserved => login::ROUTE_LABEL,
+            None => "none",
+        };
         let total = self.start.elapsed();
         self.shared.metrics.record_request(route, decision, reason, total.as_secs_f64());
         self.verdict.stripped.record(&self.shared.metrics);
@@ -105,6 +111,7 @@ pub async fn handle(
         sub: None,
         auth: None,
         upstream: None,
+        reserved: false,
         done: false,
     };
     let version = req.version();
@@ -112,12 +119,16 @@ pub async fn handle(
     let mut leftover = Leftover::Nothing;
     let outcome = pipeline(&shared, &runtime, req, conn, &mut log, &mut leftover).await;
     let (mut response, decision, reason) = match outcome {
-        Ok((response, permit)) => (response, permit.decision(), permit.reason()),
+        Ok(done) => done,
         Err(rejection) => {
             let (decision, reason) = (rejection.decision(), rejection.reason());
             (rejection.into_response(request_id.to_str().unwrap_or_default(), origin.as_ref()), decision, reason)
         }
     };
+    // What the browser sign-in decided about its cookies goes out with any answer (SPEC §8).
+    for cookie in log.verdict.set_cookies.drain(..) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     response.headers_mut().insert(headers::X_REQUEST_ID, request_id);
     if shared.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Ask HTTP/1 clients to reconnect (and so reach a replica that is not leaving).
@@ -186,8 +197,21 @@ async fn pipeline<'rt>(
     conn: Conn,
     log: &mut AccessLog<'rt>,
     leftover: &mut Leftover,
-) -> Result<(Response<ProxyBody>, Permit), Rejection> {
+) -> Result<(Response<ProxyBody>, Decision, Reason), Rejection> {
     let (mut head, body) = req.into_parts();
+    // The sign-in's reserved paths (SPEC §8) are Portcullis's own: answered here, before any
+    // route is looked up, and never forwarded, in any spelling the normaliser folds together.
+    if let Some(login) = &rt.login
+        && let Ok(path) = crate::http::path::normalise(head.uri.path())
+        && login::is_reserved(&path)
+    {
+        *leftover = Leftover::Held(body);
+        log.reserved = true;
+        log.verdict.stripped = headers::strip_untrusted(&mut head.headers, &rt.config.identity);
+        log.verdict.path = Some(path);
+        let path = log.verdict.path.as_deref().unwrap_or_default();
+        return login::answer(login, &rt.verifier, &head, path, &mut log.verdict.set_cookies).await;
+    }
     let permit = match decision::authorize(rt, &mut head, conn, &log.request_id, &mut log.verdict).await {
         Ok(permit) => permit,
         Err(rejection) => {
@@ -223,7 +247,7 @@ async fn pipeline<'rt>(
         .upstream_duration_seconds
         .with_label_values(&[route.name.as_str()])
         .observe(upstream_elapsed.as_secs_f64());
-    Ok((response?, permit))
+    Ok((response?, permit.decision(), permit.reason()))
 }
 
 /// Send the authorised request (its head already rewritten by `authorize`) and relay the answer.

@@ -1,5 +1,5 @@
 //! One config snapshot made runnable ([`Runtime`]: route table, verifier with its key caches,
-//! upstream client) and the state every connection shares ([`Shared`]: metrics, the current
+//! upstream client, the browser sign-in's state) and the state every connection shares ([`Shared`]: metrics, the current
 //! snapshot, draining). A request loads one snapshot and uses it from start to end.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use http::HeaderName;
 
 use crate::auth::jwks::{self, IssuerKeys, KeySource, Refresher};
+use crate::auth::login::LoginRuntime;
 use crate::auth::route::RouteTable;
 use crate::auth::verify::{IssuerRuntime, Verifier};
 use crate::config::{self, Config, CredentialSource};
@@ -23,6 +24,8 @@ pub struct Runtime {
     pub upstream: UpstreamClient,
     /// Header credential sources, removed before forwarding unless `forward_token`.
     pub credential_headers: Vec<HeaderName>,
+    /// Browser sign-in (SPEC §8), when `login` is configured.
+    pub login: Option<LoginRuntime>,
     client_ids: Vec<String>,
     issuer_names: Vec<String>,
     /// One per issuer, shared with the next snapshot when a reload keeps that issuer's key
@@ -78,7 +81,9 @@ impl Runtime {
                 _ => None,
             })
             .collect();
+        let login = LoginRuntime::build(&config, metrics, previous.and_then(|p| p.login.as_ref()))?;
         Ok(Runtime {
+            login,
             routes: RouteTable::new(&config.routes, config.case_insensitive),
             verifier: Verifier::new(issuers, &config, metrics.clone()),
             upstream: UpstreamClient::new(&config.upstream),

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub connections_rejected_total: IntCounter,
     pub core_connections_total: IntCounterVec,
     pub log_lines_dropped_total: IntCounter,
+    /// Browser sign-ins by result (SPEC §6, §8).
+    pub logins_total: IntCounterVec,
+    /// Session token refreshes by result (SPEC §6, §8).
+    pub session_refresh_total: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -144,6 +148,19 @@ impl Metrics {
                 "Access-log lines lost because writing the log failed (process-wide).",
             ))
             .expect("static metric definition"),
+            logins_total: IntCounterVec::new(
+                opts(
+                    "logins_total",
+                    "Browser sign-in callbacks by result: ok, state_mismatch, idp_error, exchange_failed, token_invalid.",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            session_refresh_total: IntCounterVec::new(
+                opts("session_refresh_total", "Sign-in session token refreshes by result: ok, rejected, error."),
+                &["result"],
+            )
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -166,6 +183,8 @@ impl Metrics {
             Box::new(m.connections_rejected_total.clone()),
             Box::new(m.core_connections_total.clone()),
             Box::new(m.log_lines_dropped_total.clone()),
+            Box::new(m.logins_total.clone()),
+            Box::new(m.session_refresh_total.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
@@ -211,6 +230,8 @@ mod tests {
         m.stripped_headers_total.with_label_values(&["identity"]).inc();
         m.config_reloads_total.with_label_values(&["ok"]).inc();
         m.upstream_errors_total.with_label_values(&["connect"]).inc();
+        m.logins_total.with_label_values(&["ok"]).inc();
+        m.session_refresh_total.with_label_values(&["ok"]).inc();
         let text = m.render();
         for name in [
             "requests_total",
@@ -229,6 +250,8 @@ mod tests {
             "upstream_errors_total",
             "ready",
             "log_lines_dropped_total",
+            "logins_total",
+            "session_refresh_total",
         ] {
             assert!(text.contains(&format!("# HELP portcullis_{name} ")), "missing {name}");
         }

@@ -25,8 +25,8 @@ use crate::config::yaml::{self, Node, Reader};
 use crate::tools::explain::{self, Credential, Explainer, Explanation, Request};
 
 const CASES_KEYS: &[&str] = &["cases"];
-const CASE_KEYS: &[&str] = &["name", "request", "issuer", "claims", "token", "expect"];
-const REQUEST_KEYS: &[&str] = &["method", "path", "headers"];
+const CASE_KEYS: &[&str] = &["name", "request", "issuer", "claims", "token", "session", "expect"];
+const REQUEST_KEYS: &[&str] = &["method", "path", "headers", "navigation"];
 const EXPECT_KEYS: &[&str] = &["status", "reason", "headers", "response_headers"];
 
 /// One parsed case.
@@ -113,8 +113,22 @@ fn case(r: &mut Reader, n: &Node, p: &str) -> Option<Case> {
             Some(hn) => request_headers(r, hn, &format!("{rp}.headers")),
             None => Some(Vec::new()),
         };
-        Some(Request { method, target: path?, headers: headers?, cookies: Vec::new() })
+        // `navigation: true`: a browser navigation, for the sign-in redirect (SPEC §8).
+        let navigation = match rm.get("navigation") {
+            Some(nn) => r.bool(nn, &format!("{rp}.navigation")),
+            None => Some(false),
+        };
+        let mut headers = headers?;
+        if navigation? {
+            headers.push(("Sec-Fetch-Mode".to_owned(), "navigate".to_owned()));
+        }
+        Some(Request { method, target: path?, headers, cookies: Vec::new() })
     });
+    // `session: true`: the claims arrive as a browser sign-in session (SPEC §8).
+    let session = match m.get("session") {
+        Some(sn) => r.bool(sn, &format!("{p}.session")).map(|b| (b, sn.span)),
+        None => None,
+    };
     let issuer = m.get("issuer").and_then(|n| r.string(n, &format!("{p}.issuer")));
     let credential = match (m.get("claims"), m.get("token")) {
         (Some(_), Some(t)) => {
@@ -131,6 +145,14 @@ fn case(r: &mut Reader, n: &Node, p: &str) -> Option<Case> {
         },
         (None, Some(t)) => r.string(t, &format!("{p}.token")).map(Credential::Token),
         (None, None) => Some(Credential::None),
+    };
+    let credential = match (credential, session) {
+        (Some(Credential::Claims { claims, .. }), Some((true, _))) => Some(Credential::Session { claims }),
+        (Some(_), Some((true, span))) => {
+            r.error(span, &format!("{p}.session"), "a session case needs `claims` (the signed-in user's)");
+            None
+        }
+        (c, _) => c,
     };
     let expect = r.require(&m, "expect", p).and_then(|n| expect(r, n, &format!("{p}.expect")));
     Some(Case { name: name?, line: n.span.line, request: request?, credential: credential?, expect: expect? })
@@ -370,5 +392,38 @@ mod tests {
         );
         assert_eq!(cases[0].request.method, "GET");
         assert_eq!(cases[0].expect.headers, vec![("X-A".into(), None), ("X-B".into(), Some("v".into()))]);
+    }
+
+    #[tokio::test]
+    async fn session_cases_run_through_the_sign_in_rules() {
+        let config = "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:8000\nissuers:\n  - name: main\n    issuer: https://idp.example/pool\n    jwks_uri: https://idp.example/pool/jwks.json\n    client_ids: [7abc]\n    token_use: access\nlogin:\n  issuer: main\n  client_id: 7abc\n  domain: https://idp.example\n  public_url: https://app.example\n  session:\n    secrets: [\"0123456789abcdef0123456789abcdef\"]\nroutes:\n  - name: admin\n    path: /admin/**\n    require:\n      groups_any: [Admins]\n  - name: app\n    path: /**\n";
+        let config = crate::config::parse(config, "p.yaml", &|_| None).unwrap();
+        let src = r#"cases:
+  - name: an admin's session opens the admin page
+    request: {path: /admin/x, navigation: true}
+    session: true
+    claims: {sub: u-1, "cognito:groups": [Admins]}
+    expect: {status: 200, headers: {X-User-Sub: u-1}}
+  - name: a reader's session is refused there
+    request: {path: /admin/x}
+    session: true
+    claims: {sub: u-2}
+    expect: {status: 403}
+  - name: a navigation without a session is sent to sign in
+    request: {path: /reports, navigation: true}
+    expect: {status: 302, reason: missing_token}
+  - name: an API call without one is not
+    request: {path: /reports}
+    expect: {status: 401}
+"#;
+        let cases = parse(src, "c.yaml", &|_| None).unwrap();
+        let report = run(&config, &cases, "c.yaml").await.unwrap();
+        assert_eq!(report.failed, 0, "{}", render_text(&report));
+        let bad = parse(
+            "cases:\n  - name: a\n    request: {path: /x}\n    session: true\n    expect: {status: 200}\n",
+            "c.yaml",
+            &|_| None,
+        );
+        assert!(bad.unwrap_err().join("\n").contains("needs `claims`"));
     }
 }

@@ -12,7 +12,11 @@
 //! issuer's key set, and then go through the very same verification and policy code. Such an
 //! explanation is marked `verified: false`: the signature proves nothing about who sent it. The
 //! token is sent as `Authorization: Bearer`, unless a header or cookie value holds `${token}`:
-//! then it goes there instead. Nothing here is used when serving.
+//! then it goes there instead. A browser sign-in session (SPEC §8, `--session`, `session: true`)
+//! is modelled as the proxy serves one: the claims become the session's id+access pair (minted
+//! locally, unverified), remembered in this engine's session store under a sealed session cookie
+//! that the request carries — so `authorize` finds it where the proxy would. Nothing here is used
+//! when serving.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::credentials::Presented;
 use crate::auth::jwks::{FetchError, KeySource};
+use crate::auth::login::sessions::SessionCookie;
 use crate::auth::policy::{self, Check};
 use crate::auth::route;
 use crate::config::{AuthMode, Config, CredentialSource, Route, TokenUse};
@@ -83,6 +88,11 @@ pub enum Credential {
         claims: Map<String, Value>,
         issuer: Option<String>,
     },
+    /// A browser sign-in session (SPEC §8) whose user has these claims: its id+access pair for
+    /// `login.client_id` is minted locally (unverified). Needs a `login` block.
+    Session {
+        claims: Map<String, Value>,
+    },
 }
 
 /// Whether explaining `request` with `credential` needs the configured key sets (a real token)
@@ -90,7 +100,7 @@ pub enum Credential {
 pub fn needs_real_keys(request: &Request, credential: &Credential) -> bool {
     match credential {
         Credential::Token(_) => true,
-        Credential::Claims { .. } => false,
+        Credential::Claims { .. } | Credential::Session { .. } => false,
         Credential::None => request.carries_a_token(),
     }
 }
@@ -262,7 +272,19 @@ impl Explainer {
                 let local = self.local.as_ref().ok_or("claims need an explainer made with for_claims")?;
                 Some(local.mint(&self.complete_claims(claims, issuer.as_deref())?))
             }
+            Credential::Session { .. } => {
+                credential_report.kind = "session";
+                None
+            }
         };
+        let mut request = request.clone();
+        if let Credential::Session { claims } = credential {
+            match self.session_cookie(claims).await {
+                Ok(cookie) => request.cookies.push(cookie),
+                Err(e) => credential_report.error = Some(e),
+            }
+        }
+        let request = &request;
         let mut ex = Explanation {
             method: request.method.clone(),
             path: request.target.clone(),
@@ -309,6 +331,38 @@ impl Explainer {
         Ok(ex)
     }
 
+    /// A session for `claims` as the proxy would hold one: the id+access pair minted with the
+    /// local key and verified as a session's pair, remembered in this engine's session store,
+    /// and the sealed cookie (`name=value`) that finds it.
+    async fn session_cookie(&self, claims: &Map<String, Value>) -> Result<String, String> {
+        let rt = &self.runtime;
+        let login = rt.login.as_ref().ok_or("a session needs a `login` block in the config")?;
+        let local = self.local.as_ref().ok_or("a session needs an explainer made with for_claims")?;
+        let issuer = Some(login.config.issuer.as_str());
+        let mut access = claims.clone();
+        access.insert("token_use".into(), json!("access"));
+        access.insert("client_id".into(), json!(login.config.client_id));
+        let mut id = claims.clone();
+        id.insert("token_use".into(), json!("id"));
+        id.insert("aud".into(), json!(login.config.client_id));
+        id.remove("client_id");
+        id.remove("scope");
+        let id = local.mint(&self.complete_claims(&id, issuer)?);
+        let access = local.mint(&self.complete_claims(&access, issuer)?);
+        let verified = login
+            .verify_tokens(&rt.verifier, &id, &access, None, None)
+            .await
+            .map_err(|e| format!("the session's tokens do not verify: {e:?}"))?;
+        let lifetime = login.config.session.lifetime.as_secs();
+        let session = SessionCookie::new(&verified.sub, "explain-refresh-token", lifetime)
+            .ok_or("the session cookie cannot be made")?;
+        let sealed = login.seal_session(&session).ok_or("the session cookie cannot be sealed")?;
+        login.remember(&session, id, access, verified);
+        // `Set-Cookie` form (`name=value; Path=/; …`): the request carries the first pair.
+        let sealed = sealed.to_str().map_err(|e| e.to_string())?;
+        Ok(sealed.split(';').next().unwrap_or_default().to_owned())
+    }
+
     fn refused(&self, ex: &mut Explanation, rejection: Rejection, origin: Option<&HeaderValue>) {
         ex.decision = rejection.decision().as_str();
         ex.reason = rejection.reason().as_str();
@@ -327,6 +381,7 @@ impl Explainer {
             Presented::Malformed => ("malformed", Vec::new()),
             Presented::One { source: i } => ("token", vec![source(i)]),
             Presented::Two { sources: [a, b] } => ("two_tokens", vec![source(a), source(b)]),
+            Presented::Session => ("session", vec!["the sign-in session cookie".to_owned()]),
         };
         if verdict.credential == Presented::NotRead
             && let Some(route) = verdict.route()
@@ -337,6 +392,10 @@ impl Explainer {
                 "CORS preflight passed through without authentication: credentials are not read".to_owned()
             });
         }
+        if let (Credential::Session { .. }, Presented::Session) = (credential, verdict.credential) {
+            c.note =
+                Some("a sign-in session whose tokens are minted locally from these claims (unverified)".to_owned());
+        }
         if matches!(credential, Credential::Claims { .. }) {
             c.note = Some(
                 "claims given as JSON: signed locally for this explanation, so the signature proves nothing (unverified)"
@@ -346,7 +405,7 @@ impl Explainer {
         match &verdict.verification {
             Some(Ok(v)) => {
                 // A locally signed credential never counts as verified.
-                c.verified = !matches!(credential, Credential::Claims { .. });
+                c.verified = !matches!(credential, Credential::Claims { .. } | Credential::Session { .. });
                 c.issuer = rt.issuer_names().get(v.issuer).cloned();
                 c.token_use = Some(v.token_use.as_str());
                 c.sub = Some(v.sub.clone());

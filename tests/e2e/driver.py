@@ -4,7 +4,10 @@ Starts, on free 127.0.0.1 ports: moto's Cognito server and cognito-local (real t
 provisioned through boto3), Flask and Django under gunicorn, Express and PHP's built-in server
 (each app echoes what its framework saw as JSON), one Portcullis in front of each app, and
 headless Chromium for the cross-origin browser check. Then runs one table of scenarios against
-every app and prints `N passed, M failed`. Every process is started in its own process group and
+every app. Browser sign-in (SPEC §8) is in signin.py: a Cognito-shaped OpenID provider (npm
+`oidc-provider`) checked on its own, and — unless E2E_LOGIN=0 — a Portcullis with a `login` block in
+front of every app, driven through sign-in, refresh and sign-out by Chromium. Prints
+`N passed, M failed`. Every process is started in its own process group and
 stopped by PID on exit; every wait has a timeout. Tokens are never printed.
 """
 
@@ -23,9 +26,13 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 import uuid
 
 import boto3
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree for the module below
+import signin  # noqa: E402
 
 REGION = "us-east-1"
 PASSWORD = "E2e-Passw0rd!x"
@@ -348,13 +355,13 @@ def portcullis_yaml(issuers, upstream_port, listen, admin, case_insensitive=Fals
     return "\n".join(lines) + "\n"
 
 
-def start_portcullis(procs, binary, workdir, name, make_yaml):
-    listen, admin = free_port(), free_port()
+def start_portcullis(procs, binary, workdir, name, make_yaml, ports=None, env=None):
+    listen, admin = ports or (free_port(), free_port())
     yaml = make_yaml(listen, admin)
     path = os.path.join(workdir, f"portcullis-{name}.yaml")
     with open(path, "w") as f:
         f.write(yaml)
-    proc = procs.start(f"portcullis-{name}", [binary, "run", "--config", path])
+    proc = procs.start(f"portcullis-{name}", [binary, "run", "--config", path], env=env)
     # Ready means every issuer's JWKS was fetched from the emulator.
     wait_until(f"portcullis-{name}", lambda: http_status(admin, "/readyz") == 200, proc)
     return listen, admin
@@ -778,6 +785,13 @@ def main():
         run("express/control_without_case_insensitive_reader_reaches_admin", case_control)
         run("browser/cross_origin_bearer_and_401", browser_check, procs, args.node_modules, workdir,
             args.artifacts, proxies["flask"], admins["flask"], issuers[0], apps["flask"])
+
+        # Browser sign-in (SPEC §8): the provider's own checks always run; the browser scenarios
+        # through Portcullis's `login` block run unless E2E_LOGIN=0.
+        helpers = types.SimpleNamespace(free_port=free_port, wait_until=wait_until,
+                                        start_portcullis=start_portcullis, metric=metric)
+        signin.run_signin(run, helpers, procs, args.node_modules, args.artifacts, binary, workdir, apps,
+                          browser_enabled=os.environ.get("E2E_LOGIN", "1") != "0")
     except Exception as e:  # noqa: BLE001
         failed.append("setup")
         print(f"FAIL  setup: {e}", flush=True)

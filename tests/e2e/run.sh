@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The end-to-end proof (README "End-to-end proof"): real Cognito emulators (moto, cognito-local)
 # issue real tokens; Portcullis sits in front of real Flask, Django, Express and PHP apps and a
-# real headless Chromium. This script only prepares the tools (cached outside the repo, keyed by
-# the pinned lockfiles) and then runs the scenario driver, tests/e2e/driver.py, which starts every
-# server on free loopback ports, stops each by PID, and prints "N passed, M failed".
+# real headless Chromium; a Cognito-shaped OpenID provider (npm oidc-provider) signs browsers in
+# (through Portcullis unless E2E_LOGIN=0). This script only prepares the tools (cached outside the
+# repo, keyed by the pinned lockfiles) and then runs the scenario driver, tests/e2e/driver.py, which
+# starts every server on free loopback ports, stops each by PID, and prints "N passed, M failed".
+# PORTCULLIS_BIN=path runs it against a binary built elsewhere instead of this tree's.
 #
 # A missing tool is a failure, never a skip: when root, it is installed with apt-get; otherwise the
 # script names it and exits 1.
@@ -46,7 +48,7 @@ if [ ! -f "$venv/.ready" ]; then
   touch "$venv/.ready"
 fi
 
-# --- node_modules (cognito-local, Express, playwright-core), keyed by package-lock.json -----
+# --- node_modules (cognito-local, oidc-provider, Express, playwright-core), keyed by package-lock.json
 node_key=$( (node --version; cat "$e2e/package.json" "$e2e/package-lock.json") | sha256sum | cut -c1-16)
 nodedir="$cache/node-$node_key"
 if [ ! -f "$nodedir/.ready" ]; then
@@ -60,8 +62,19 @@ if [ ! -f "$nodedir/.ready" ]; then
 fi
 
 # --- the binary under test --------------------------------------------------------------------
-cargo build --locked --quiet --bin portcullis
+# PORTCULLIS_BIN runs the suite against a binary built elsewhere (e.g. another branch's snapshot).
 target_dir="${CARGO_TARGET_DIR:-target}"
+if [ -n "${PORTCULLIS_BIN:-}" ]; then
+  [ -x "$PORTCULLIS_BIN" ] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not an executable"
+  binary="$PORTCULLIS_BIN"
+else
+  cargo build --locked --quiet --bin portcullis
+  binary="$target_dir/debug/portcullis"
+fi
+# The browser sign-in scenarios (SPEC §8's `login` block) run by default; E2E_LOGIN=0 skips them,
+# e.g. against a binary built before sign-in existed.
+export E2E_LOGIN="${E2E_LOGIN:-1}"
+say "binary under test: $binary; browser sign-in through Portcullis: E2E_LOGIN=$E2E_LOGIN"
 
 # --- run, bounded -----------------------------------------------------------------------------
 artifacts="$target_dir/e2e-artifacts"
@@ -73,7 +86,7 @@ trap 'cleanup; exit 130' INT TERM
 # The driver stops every server it started (by PID) on exit or on SIGTERM; the outer timeout only
 # bounds a driver that is itself stuck.
 timeout -k 20 900 "$venv/bin/python" "$e2e/driver.py" \
-  --portcullis "$target_dir/debug/portcullis" \
+  --portcullis "$binary" \
   --node-modules "$nodedir/node_modules" \
   --artifacts "$artifacts" &
 driver_pid=$!

@@ -18,6 +18,7 @@ fn route(auth: AuthMode, mode: Mode, require: Require) -> Route {
         auth,
         mode,
         require,
+        login: true,
         span: Span { line: 1, col: 1 },
     }
 }

@@ -194,6 +194,12 @@ impl Verifier {
         Ok(verified)
     }
 
+    /// Whether an earlier verification still stands: not expired, and its key still in the
+    /// issuer's key set (what a cache hit re-checks). Used for tokens kept by sign-in sessions.
+    pub fn is_current(&self, v: &Verified) -> bool {
+        now().is_ok_and(|now| now < v.exp) && self.issuers.get(v.issuer).is_some_and(|i| i.keys.still_has(&v.key))
+    }
+
     async fn verify_cached(&self, token: &str, rule: UseRule) -> Result<Arc<Verified>, TokenError> {
         // Size first: nothing below runs on oversized input (SECURITY DOS-04).
         if token.len() > self.max_token_bytes {

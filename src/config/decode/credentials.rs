@@ -119,6 +119,6 @@ pub(super) fn credentials(r: &mut Reader, n: &Node) -> Option<Vec<CredentialSour
     ok.then_some(out)
 }
 
-fn is_cookie_name_byte(b: u8) -> bool {
+pub(super) fn is_cookie_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

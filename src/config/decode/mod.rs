@@ -13,6 +13,7 @@ mod identity;
 mod issuers;
 mod jwks;
 mod limits;
+pub(super) mod login;
 mod routes;
 mod upstream;
 
@@ -34,6 +35,7 @@ const TOP_KEYS: &[&str] = &[
     "shutdown",
     "limits",
     "routes",
+    "login",
 ];
 
 const TLS_KEYS: &[&str] = &["cert_file", "key_file"];
@@ -57,6 +59,9 @@ pub const SCHEMA_KEYS: &[(&str, &[&str])] = &[
     ("routes[]", routes::ROUTE_KEYS),
     ("routes[].require", routes::REQUIRE_KEYS),
     ("credentials[].bearer", credentials::BEARER_KEYS),
+    ("login", login::LOGIN_KEYS),
+    ("login.endpoints", login::ENDPOINT_KEYS),
+    ("login.session", login::SESSION_KEYS),
 ];
 
 pub(super) fn secs(n: u64) -> Duration {
@@ -124,9 +129,12 @@ pub(super) fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         None => Some(vec![CredentialSource::Bearer { allow_raw: false }]),
     };
     // Two sources, or Amplify's two cookies, can present an id+access pair (SPEC §2).
-    let pairs_possible = credentials
-        .as_ref()
-        .is_none_or(|c| c.len() > 1 || c.iter().any(|s| matches!(s, CredentialSource::AmplifyCookie)));
+    // A sign-in session (SPEC §8) is an id+access pair too.
+    let login = m.get("login").and_then(|n| login::decode(r, n, issuers.as_deref()));
+    let pairs_possible = login.is_some()
+        || credentials
+            .as_ref()
+            .is_none_or(|c| c.len() > 1 || c.iter().any(|s| matches!(s, CredentialSource::AmplifyCookie)));
     let identity = match m.get("identity_headers") {
         Some(n) => identity::identity(r, n),
         None => Some(identity::default_identity()),
@@ -182,6 +190,7 @@ pub(super) fn decode(r: &mut Reader, root: &Node) -> Option<Config> {
         shutdown: shutdown?,
         limits: limits?,
         routes: routes?,
+        login,
     })
 }
 

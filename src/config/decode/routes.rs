@@ -10,7 +10,7 @@ use crate::config::model::*;
 use crate::config::pattern::{Pattern, literal_eq};
 use crate::config::yaml::{self, Node, Reader, field_path};
 
-pub(super) const ROUTE_KEYS: &[&str] = &["name", "path", "methods", "auth", "mode", "require"];
+pub(super) const ROUTE_KEYS: &[&str] = &["name", "path", "methods", "auth", "mode", "require", "login"];
 
 pub(super) const REQUIRE_KEYS: &[&str] =
     &["scopes_any", "scopes_all", "groups_any", "groups_all", "token_use", "issuers", "claims"];
@@ -150,7 +150,8 @@ fn route(r: &mut Reader, n: &Node, p: &str, issuers: &[Issuer], pairs: bool) -> 
     {
         r.error(mn.span, &field_path(p, "mode"), "`mode: audit` has nothing to audit on an `auth: none` route");
     }
-    Some(Route { name: name?, path: path?, methods: methods?, auth, mode, require: require?, span: n.span })
+    let login = field(r, &m, "login", p, true, |r, n, p| r.bool(n, p));
+    Some(Route { name: name?, path: path?, methods: methods?, auth, mode, require: require?, login, span: n.span })
 }
 
 fn template_list(

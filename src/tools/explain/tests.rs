@@ -350,3 +350,47 @@ async fn request_target_forms_are_judged_as_the_proxy_judges_them() {
     assert_eq!(ex.normalised_path.as_deref(), Some("/admin/x"));
     assert_eq!((ex.status, ex.route.as_deref()), (200, Some("admin")));
 }
+
+const LOGIN: &str = r#"login:
+  issuer: main
+  client_id: 7abc
+  domain: https://myapp.auth.eu-west-1.amazoncognito.com
+  public_url: https://app.example.com
+  session:
+    secrets: ["0123456789abcdef0123456789abcdef"]
+"#;
+
+/// A session is modelled as the proxy serves one: a sealed cookie the request carries, found by
+/// `authorize` where the configured sources found nothing (SPEC §8).
+#[tokio::test]
+async fn a_session_is_modelled_as_the_proxy_serves_it() {
+    let config = crate::config::parse(&format!("{CONFIG}{LOGIN}"), "t.yaml", &|_| None).unwrap();
+    let e = Explainer::for_claims(config).await.unwrap();
+    let user = json!({"sub": "u-1", "cognito:groups": ["Admins"], "scope": "openid email", "username": "alice"});
+    let session = Credential::Session { claims: user.as_object().unwrap().clone() };
+    let navigate = |target: &str| request("GET", target, &[("Sec-Fetch-Mode", "navigate")], &[]);
+    let ex = e.explain(&navigate("/admin/users"), &session).await.unwrap();
+    assert_eq!(ex.credential.kind, "session");
+    assert_eq!(ex.credential.found, "session");
+    assert!(!ex.credential.verified);
+    assert_eq!((ex.status, ex.reason), (200, "ok"), "{:?}", ex.credential);
+    assert_eq!(header(&ex.upstream_headers, "x-user-sub"), Some("u-1"));
+    assert_eq!(header(&ex.upstream_headers, "x-user-groups"), Some("Admins"));
+    assert_eq!(header(&ex.upstream_headers, "x-user-username"), Some("alice"));
+    // The session cookie never reaches the app (SECURITY LOGIN-06).
+    assert!(header(&ex.upstream_headers, "cookie").is_none_or(|c| !c.contains("__Host-portcullis")));
+    // Scopes come from the access half, as for any id+access pair.
+    let ex = run(&e, "GET", "/x", &session).await;
+    assert_eq!(ex.status, 200);
+    // No credential: a navigation is sent to sign in, anything else is the 401.
+    let ex = e.explain(&navigate("/x?y=1"), &Credential::None).await.unwrap();
+    assert_eq!((ex.status, ex.reason), (302, "missing_token"));
+    let location = header(&ex.response_headers, "location").unwrap();
+    assert!(location.starts_with("https://myapp.auth.eu-west-1.amazoncognito.com/oauth2/authorize?response_type=code"));
+    let ex = run(&e, "GET", "/x", &Credential::None).await;
+    assert_eq!(ex.status, 401);
+    // Without a login block a session cannot be modelled.
+    let ex = run(&explainer().await, "GET", "/x", &session).await;
+    assert!(ex.credential.error.is_some());
+    assert_eq!(ex.status, 401);
+}
