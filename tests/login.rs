@@ -554,5 +554,12 @@ async fn nothing_under_the_reserved_prefix_is_ever_forwarded() {
     }
     let r = rig.http.put(rig.url("/.portcullis/callback")).send().await.unwrap();
     assert_eq!(r.status(), 405);
+    // The reserved paths get every proxied request's head refusals too (SPEC §2): TRACE is 405,
+    // a target over limits.max_uri_bytes is 414, a client identity header never survives.
+    let r = rig.http.request(reqwest::Method::TRACE, rig.url("/.portcullis/login")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let long = format!("/.portcullis/login?rd=/{}", "a".repeat(20_000));
+    let r = rig.http.get(rig.url(&long)).send().await.unwrap();
+    assert_eq!(r.status(), 414);
     assert_eq!(rig.echo.count(), 0, "the app saw nothing");
 }

@@ -74,6 +74,27 @@ impl<'rt> Verdict<'rt> {
     }
 }
 
+/// What every request gets before anything reads it for meaning — the proxied ones here in
+/// [`authorize`], and the sign-in's reserved paths, which the pipeline answers itself, so they get
+/// the same limits and refusals (SPEC §2, §8).
+///
+/// First (every early refusal included): no client header may pose as identity, in any spelling a
+/// CGI/WSGI/PHP bridge would fold onto ours (SPEC §4; SECURITY HDR-04, HDR-09, RULE-08). The caller
+/// reads only `X-Request-Id` and `Origin` before this, names this never removes. Then the head
+/// checks: size (431), target length (414), method (405/400), target form and `Host` (400).
+pub fn admit_head(rt: &Runtime, head: &mut request::Parts, verdict: &mut Verdict<'_>) -> Result<(), Rejection> {
+    verdict.stripped = headers::strip_untrusted(&mut head.headers, &rt.config.identity);
+    checks::check_head_size(&head.method, &head.uri, &head.headers, rt.config.limits.max_header_bytes)?;
+    checks::check_uri_length(&head.uri, rt.config.limits.max_uri_bytes)?;
+    checks::check_method(&head.method, &head.headers)?;
+    path::check_target(&head.uri).map_err(|e| {
+        tracing::debug!(error = %e, "request target refused");
+        verdict.path_error = Some(PathError::Target(e));
+        Rejection::BadRequest(BadRequest::Malformed)
+    })?;
+    checks::check_host(&head.headers, head.version)
+}
+
 /// Decide on one request. `head` is the request as received; on `Ok` its headers are exactly
 /// what the upstream will receive (untrusted and hop-by-hop headers gone, credentials removed
 /// unless `forward_token`, forwarding headers and the permit's identity set). On `Err` the head
@@ -85,20 +106,7 @@ pub async fn authorize<'rt>(
     request_id: &HeaderValue,
     verdict: &mut Verdict<'rt>,
 ) -> Result<Permit, Rejection> {
-    // First, before anything reads the request (every early refusal included): no client header
-    // may pose as identity, in any spelling a CGI/WSGI/PHP bridge would fold onto ours (SPEC §4;
-    // SECURITY HDR-04, HDR-09, RULE-08). The caller reads only `X-Request-Id` and `Origin`
-    // before this, names this never removes.
-    verdict.stripped = headers::strip_untrusted(&mut head.headers, &rt.config.identity);
-    checks::check_head_size(&head.method, &head.uri, &head.headers, rt.config.limits.max_header_bytes)?;
-    checks::check_uri_length(&head.uri, rt.config.limits.max_uri_bytes)?;
-    checks::check_method(&head.method, &head.headers)?;
-    path::check_target(&head.uri).map_err(|e| {
-        tracing::debug!(error = %e, "request target refused");
-        verdict.path_error = Some(PathError::Target(e));
-        Rejection::BadRequest(BadRequest::Malformed)
-    })?;
-    checks::check_host(&head.headers, head.version)?;
+    admit_head(rt, head, verdict)?;
 
     let path = path::normalise(head.uri.path()).map_err(|e| {
         tracing::debug!(error = %e, "ambiguous path refused");

@@ -207,7 +207,8 @@ async fn pipeline<'rt>(
     {
         *leftover = Leftover::Held(body);
         log.reserved = true;
-        log.verdict.stripped = headers::strip_untrusted(&mut head.headers, &rt.config.identity);
+        // The same stripping, limits and head refusals as every proxied request.
+        decision::admit_head(rt, &mut head, &mut log.verdict)?;
         log.verdict.path = Some(path);
         let path = log.verdict.path.as_deref().unwrap_or_default();
         return login::answer(login, &rt.verifier, &head, path, &mut log.verdict.set_cookies).await;
