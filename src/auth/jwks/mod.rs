@@ -13,6 +13,7 @@ mod sources;
 
 pub use cache::{IssuerKeys, Key, KeySet, Lookup, Settings, parse};
 pub use refresher::Refresher;
+pub(crate) use sources::outbound_client;
 pub use sources::{FetchError, FileSource, HttpSource, KeySource, source_for};
 
 #[cfg(test)]

@@ -79,42 +79,54 @@ pub struct HttpSource {
 
 impl HttpSource {
     pub fn new(url: &str, jwks: &config::Jwks) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &jwks.ca_file {
-            use rustls_pki_types::pem::PemObject;
-            let pem = std::fs::read(ca).map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
-            let mut added = 0;
-            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
-                roots.add(cert).map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(format!("jwks.ca_file {}: no certificates found", ca.display()));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connect_timeout = jwks.fetch_timeout.min(Duration::from_secs(2));
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            // Ambient HTTP(S)_PROXY is ignored: egress must be explicit (SPEC §2 jwks.proxy).
-            .no_proxy()
-            .connect_timeout(connect_timeout)
-            .timeout(jwks.fetch_timeout)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
-        if let Some(proxy) = &jwks.proxy {
-            builder = builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| format!("jwks.proxy: {e}"))?);
-        }
+        let builder = outbound_client(jwks, jwks.fetch_timeout.min(Duration::from_secs(2)), jwks.fetch_timeout)?;
         let client = builder.build().map_err(|e| format!("JWKS client: {e}"))?;
         Ok(HttpSource { url: url.to_owned(), client })
     }
+}
+
+/// The one way Portcullis builds an HTTP client to the outside (the JWKS fetch, the sign-in's
+/// token and revoke endpoints): TLS verified against the webpki roots plus `jwks.ca_file` (a file
+/// with no certificate is an error), redirects never followed (a redirect could carry a code or a
+/// client secret to another host), ambient HTTP(S)_PROXY ignored — egress only through
+/// `jwks.proxy` (SPEC §2) — and both timeouts set.
+pub(crate) fn outbound_client(
+    jwks: &config::Jwks,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &jwks.ca_file {
+        use rustls_pki_types::pem::PemObject;
+        let pem = std::fs::read(ca).map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
+        let mut added = 0;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
+            roots.add(cert).map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("jwks.ca_file {}: no certificates found", ca.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+    if let Some(proxy) = &jwks.proxy {
+        builder = builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| format!("jwks.proxy: {e}"))?);
+    }
+    Ok(builder)
 }
 
 fn classify(e: &reqwest::Error) -> FetchError {

@@ -8,7 +8,6 @@
 //! variables ignored (only `jwks.proxy`), TLS verified against the webpki roots plus
 //! `jwks.ca_file`, response bodies capped. Nothing here logs a code or a token.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -72,34 +71,9 @@ pub struct OAuthClient {
 
 impl OAuthClient {
     pub fn new(login: &Login, jwks: &config::Jwks) -> Result<OAuthClient, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &jwks.ca_file {
-            use rustls_pki_types::pem::PemObject;
-            let pem = std::fs::read(ca).map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
-            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
-                roots.add(cert).map_err(|e| format!("jwks.ca_file {}: {e}", ca.display()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            // A token endpoint that redirects is misconfigured or hostile: the code and the
-            // client secret must never follow a redirect to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
-        if let Some(proxy) = &jwks.proxy {
-            builder = builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| format!("jwks.proxy: {e}"))?);
-        }
+        // A token endpoint that redirects is misconfigured or hostile: the code and the client
+        // secret must never follow a redirect to another host (the shared builder follows none).
+        let builder = crate::auth::jwks::outbound_client(jwks, CONNECT_TIMEOUT, CALL_TIMEOUT)?;
         Ok(OAuthClient {
             endpoints: login.endpoints.clone(),
             client_id: login.client_id.clone(),
