@@ -265,10 +265,20 @@ async fn tampered_truncated_expired_and_foreign_cookies_are_no_credential_and_cl
     let mut flipped = good.clone().into_bytes();
     flipped[40] = if flipped[40] == b'A' { b'B' } else { b'A' };
     let flipped = String::from_utf8(flipped).unwrap();
+    // A change in the middle keeps the length and the first and last 64 bytes (the memo of
+    // opened cookies buckets by those), so it must be refused by the full comparison.
+    let mut middle = good.clone().into_bytes();
+    let m = middle.len() / 2;
+    middle[m] = if middle[m] == b'A' { b'B' } else { b'A' };
+    let middle = String::from_utf8(middle).unwrap();
+    // The genuine cookie is served first, so each bad value is tried against a warm memo.
+    assert_eq!(rig.nav("/page", &jar).await.status(), 200);
+    let served = rig.echo.count();
     // An expired session sealed with the right secret, and a valid one sealed with another.
     let runtime = rig.login();
     let login = runtime.login.as_ref().unwrap();
-    let (mut expired, _) = login.open_session(&headers_with(&good)).unwrap();
+    let (expired, _) = login.open_session(&headers_with(&good)).unwrap();
+    let mut expired = portcullis::auth::login::sessions::SessionCookie::clone(&expired);
     expired.expires = portcullis::tools::mint::now() as u64 - 1;
     let expired = cookie_value(&login.seal_session(&expired).unwrap());
     let foreign_rig = Rig::replica(&rig.provider, &[S3]).await;
@@ -277,6 +287,7 @@ async fn tampered_truncated_expired_and_foreign_cookies_are_no_credential_and_cl
     let foreign = cookie_value(&foreign_runtime.login.as_ref().unwrap().seal_session(&live).unwrap());
     for (what, value) in [
         ("tampered", flipped),
+        ("tampered in the middle", middle),
         ("truncated", good[..good.len() - 10].to_owned()),
         ("extended", format!("{good}AAAA")),
         ("expired", expired),
@@ -291,7 +302,7 @@ async fn tampered_truncated_expired_and_foreign_cookies_are_no_credential_and_cl
         assert_eq!(r.status(), 401, "{what}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"portcullis\"", "{what}: no credential");
     }
-    assert_eq!(rig.echo.count(), 0);
+    assert_eq!(rig.echo.count(), served, "no bad cookie reached the app");
     assert_eq!(rig.nav("/page", &jar).await.status(), 200, "the genuine cookie still works");
 }
 
@@ -350,6 +361,36 @@ async fn a_hot_reload_that_rotates_secrets_signs_nobody_out() {
     assert_eq!(provider.refreshes(), 0, "the session's tokens survived the reload");
     jar.update(&r);
     assert_eq!(rig.nav("/page", &jar).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_hot_reload_that_retires_a_secret_refuses_cookies_it_sealed_even_after_serving_them() {
+    // The memo of opened cookies belongs to one snapshot: a cookie served (and remembered) under
+    // S1 must not outlive S1's removal (SECURITY LOGIN-05).
+    let provider = Provider::start().await;
+    let echo = Echo::start().await;
+    let dir = support::temp_dir("login-retire");
+    let path = dir.join("portcullis.yaml");
+    std::fs::write(&path, yaml(&provider, &echo, &[S1])).unwrap();
+    let config = portcullis::config::load(&path, &|_| None).unwrap();
+    let app = App::start(config).await.unwrap();
+    let rig = Rig {
+        app,
+        provider: provider.clone(),
+        echo,
+        http: reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+    };
+    let jar = signed_in(&rig).await;
+    assert_eq!(rig.nav("/page", &jar).await.status(), 200);
+    assert_eq!(rig.nav("/page", &jar).await.status(), 200, "served again, from the memo");
+    let served = rig.echo.count();
+    std::fs::write(&path, yaml(&provider, &rig.echo, &[S2])).unwrap();
+    let reloader = portcullis::serve::reload::Reloader::new(&rig.app, &path, Box::new(|_| None));
+    reloader.reload(portcullis::serve::reload::Trigger::Signal).await.expect("reload applies");
+    let r = rig.fetch("/page", &jar).await;
+    assert_eq!(r.status(), 401, "sealed under a retired secret");
+    assert!(cleared(&r, COOKIE));
+    assert_eq!(rig.echo.count(), served);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -506,7 +547,7 @@ async fn sign_out_revokes_clears_and_goes_to_the_cognito_logout_endpoint() {
     assert_eq!(rig.provider.state.revoke_calls.load(Ordering::SeqCst), 1);
     let revoked = rig.provider.state.revoked.lock().unwrap().clone();
     let (session, _) = rig.login().login.as_ref().unwrap().open_session(&headers_with(jar.session())).unwrap();
-    assert_eq!(revoked, vec![session.refresh_token]);
+    assert_eq!(revoked, vec![session.refresh_token.clone()]);
     // The old cookie no longer works here (tokens dropped) nor at another replica (revoked).
     assert_eq!(rig.fetch("/page", &jar).await.status(), 401);
     let other = Rig::replica(&rig.provider, &[S1]).await;

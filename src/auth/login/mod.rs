@@ -6,11 +6,13 @@
 //!
 //! Pieces: [`seal`] (the cookie cipher), [`pending`] (the login cookie with ≤ 3 pending
 //! sign-ins), [`oauth`] (the provider protocol), [`sessions`] (the session cookie, the in-memory
-//! tokens and single-flight refresh); what the browser sees of them (`/.portcullis/callback`,
-//! `/login`, `/logout` and the sign-in redirect) is `proxy::login`. This file owns what they share: the per-snapshot
+//! tokens and single-flight refresh), [`opened`] (a memo of session cookies already opened);
+//! what the browser sees of them (`/.portcullis/callback`, `/login`, `/logout` and the sign-in
+//! redirect) is `proxy::login`. This file owns what they share: the per-snapshot
 //! [`LoginRuntime`], cookie reading, writing and stripping, and who counts as a navigation.
 
 pub mod oauth;
+pub mod opened;
 pub mod pending;
 pub mod seal;
 pub mod sessions;
@@ -24,6 +26,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use crate::config::{Config, Login};
 use crate::telemetry::metrics::Metrics;
 use oauth::OAuthClient;
+use opened::OpenedCookies;
 use seal::{Purpose, Sealer};
 use sessions::SessionStore;
 
@@ -40,6 +43,9 @@ pub struct LoginRuntime {
     /// Shared with the next snapshot when a reload keeps the same provider and client, so a
     /// reload (even one rotating the secrets) signs nobody out and refreshes nothing.
     pub store: Arc<SessionStore>,
+    /// Session cookies already opened under this snapshot's secrets (never carried to the next
+    /// snapshot: its secrets may differ).
+    opened: OpenedCookies,
     /// Tells this snapshot's verified pairs from another's (issuer indexes may differ).
     snapshot: u64,
     /// Where sign-ins and refreshes are counted (`logins_total`, `session_refresh_total`).
@@ -76,6 +82,7 @@ impl LoginRuntime {
             login_sealer: Sealer::new(&login.session.secrets, Purpose::Login)?,
             oauth: OAuthClient::new(login, &config.jwks)?,
             store,
+            opened: OpenedCookies::new(capacity.min(opened::MAX_OPENED)),
             snapshot: SNAPSHOTS.fetch_add(1, Ordering::Relaxed),
             metrics: metrics.clone(),
             config: login.clone(),

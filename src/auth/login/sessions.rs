@@ -208,11 +208,16 @@ pub enum SetError {
 
 impl LoginRuntime {
     /// Open this request's session cookie, if any.
-    pub fn open_session(&self, headers: &HeaderMap) -> Option<(SessionCookie, bool)> {
+    pub fn open_session(&self, headers: &HeaderMap) -> Option<(Arc<SessionCookie>, bool)> {
         let name = self.session_cookie();
         cookie_values(headers, name).find_map(|v| {
+            if let Some(hit) = self.opened.get(v) {
+                return Some(hit);
+            }
             let (plain, key) = self.session_sealer.open(name.as_bytes(), v)?;
-            Some((SessionCookie::decode(&plain)?, key != 0))
+            let cookie = Arc::new(SessionCookie::decode(&plain)?);
+            self.opened.insert(v, cookie.clone(), key != 0);
+            Some((cookie, key != 0))
         })
     }
 
@@ -255,7 +260,7 @@ impl LoginRuntime {
         // opened it, so every replica can continue the session (SECURITY LOGIN-07).
         let rotated = !constant_time_eq(tokens.refresh.as_bytes(), cookie.refresh_token.as_bytes());
         let set_cookie = if rotated || old_key {
-            let mut rewritten = cookie.clone();
+            let mut rewritten = SessionCookie::clone(&cookie);
             rewritten.refresh_token = tokens.refresh.clone();
             self.seal_session(&rewritten)
         } else {
