@@ -214,3 +214,88 @@ fn connection_named_headers_are_removed_but_host_kept() {
     names.sort();
     assert_eq!(names, vec!["accept", "host"]);
 }
+
+fn permit_for(sub: &str) -> Permit {
+    use crate::auth::policy::{Authn, decide};
+    use crate::auth::verify::Verified;
+    use crate::config::{AuthMode, Mode, Require, Route, pattern::Pattern, yaml::Span};
+    let route = Route {
+        name: "r".into(),
+        path: Pattern::parse("/r").unwrap(),
+        methods: None,
+        auth: AuthMode::Required,
+        mode: Mode::Enforce,
+        require: Require::default(),
+        login: true,
+        span: Span { line: 1, col: 1 },
+    };
+    decide(&route, Authn::Verified(std::sync::Arc::new(Verified::for_tests(sub))), &["main".to_owned()]).unwrap()
+}
+
+#[test]
+fn the_upstream_head_loses_every_removed_field_in_every_line_and_keeps_the_rest() {
+    // SECURITY HDR-03, HDR-06, SMUG-01, TOK-05: one pass decides what goes; every field line of a
+    // doomed name goes, whatever its position, and a `Connection`-named identity header cannot
+    // remove the identity set afterwards.
+    let request_id = HeaderValue::from_static("rid-1");
+    let custom = [HeaderName::from_static("x-api-token")];
+    let mut id = identity();
+    let permit = permit_for("alice");
+    for forward_token in [false, true] {
+        id.forward_token = forward_token;
+        let f = Forwarding {
+            peer: "10.0.0.7:5000".parse().unwrap(),
+            tls: true,
+            request_id: &request_id,
+            identity: &id,
+            credential_headers: &custom,
+        };
+        let mut h = map(&[
+            ("accept", "*/*"),
+            ("authorization", "Bearer a"),
+            ("connection", "keep-alive, X-User-Sub, x-app-hop"),
+            ("content-length", "5"),
+            ("x-app-hop", "1"),
+            ("authorization", "Bearer b"),
+            ("expect", "100-continue"),
+            ("x-api-token", "t"),
+            ("content-length", "5"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("host", "app"),
+            ("x-kept", "1"),
+            ("x-kept", "2"),
+        ]);
+        rewrite_for_upstream(&mut h, &permit, &f);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        let mut want = vec![
+            "accept",
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-kept",
+            "x-request-id",
+            "x-user-groups",
+            "x-user-sub",
+        ];
+        if forward_token {
+            want.extend(["authorization", "x-api-token"]);
+            want.sort();
+        }
+        assert_eq!(names, want, "forward_token: {forward_token}");
+        assert_eq!(h.get_all("x-kept").iter().count(), 2);
+        assert_eq!(h.get_all("x-user-sub").iter().collect::<Vec<_>>(), vec!["alice"]);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.7");
+        if forward_token {
+            assert_eq!(h.get_all("authorization").iter().count(), 2, "both lines kept when forwarded");
+        }
+    }
+}
