@@ -145,7 +145,7 @@ fn token_word(s: &str) -> Result<String, CredentialError> {
 /// cost ~8k instructions per request, the largest single item of a cached request's own work
 /// (docs/profiling.md).
 fn visible_ascii(s: &[u8]) -> bool {
-    s.iter().fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e))
+    s.iter().fold(0u8, |bad, &b| bad | u8::from(b.wrapping_sub(0x21) >= 0x5e)) == 0
 }
 
 fn named_header(headers: &HeaderMap, name: &HeaderName) -> Result<Vec<String>, CredentialError> {
