@@ -230,44 +230,56 @@ impl Body for Returning {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
+    /// (connection, request target) in arrival order.
+    type Log = Arc<Mutex<Vec<(usize, String)>>>;
+
     /// A raw app on loopback that answers every request on a connection with [`ANSWER`].
-    async fn app() -> (Uri, Connector) {
+    async fn app() -> (Uri, Connector, Log) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let log = Log::default();
+        let seen = log.clone();
         tokio::spawn(async move {
+            let mut id = 0;
             while let Ok((mut s, _)) = listener.accept().await {
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     while let Ok(n) = s.read(&mut buf).await
                         && n > 0
                     {
+                        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                        seen.lock().unwrap().push((id, head.split(' ').nth(1).unwrap_or_default().to_owned()));
                         if s.write_all(ANSWER).await.is_err() {
                             return;
                         }
                     }
                 });
+                id += 1;
             }
         });
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.set_nodelay(true);
-        (format!("http://{addr}").parse().unwrap(), Connector::Tcp(http))
+        (format!("http://{addr}").parse().unwrap(), Connector::Tcp(http), log)
     }
 
-    fn get() -> Request<ProxyBody> {
+    fn get(target: &'static str) -> Request<ProxyBody> {
         let mut r = Request::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync());
-        *r.uri_mut() = Uri::from_static("/");
+        *r.uri_mut() = Uri::from_static(target);
         r.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("app.test"));
         r
     }
 
     /// A connection that served one exchange to the end, and is ready for the next.
     async fn used_connection(connector: &Connector, target: &Uri) -> Sender {
-        let (response, mut sender) = exchange(None, connector, target, get()).await.unwrap();
+        let (response, mut sender) = exchange(None, connector, target, get("/")).await.unwrap();
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
         sender.ready().await.unwrap();
         sender
@@ -276,7 +288,7 @@ mod tests {
     // Issue 15: a connection idle for the expiry or longer is dropped at checkout, not reused.
     #[tokio::test]
     async fn a_connection_idle_beyond_the_expiry_is_never_checked_out() {
-        let (target, connector) = app().await;
+        let (target, connector, _) = app().await;
         let mut pool = Pool::new(1);
         let since = Instant::now();
         pool.put(used_connection(&connector, &target).await, since);
@@ -293,12 +305,57 @@ mod tests {
     // Issue 15: the pool keeps at most MAX_IDLE connections per core; one more is dropped.
     #[tokio::test]
     async fn the_pool_keeps_at_most_max_idle_connections() {
-        let (target, connector) = app().await;
+        let (target, connector, _) = app().await;
         let mut pool = Pool::new(1);
         let now = Instant::now();
         for _ in 0..=MAX_IDLE {
             pool.put(used_connection(&connector, &target).await, now);
         }
         assert_eq!(pool.len(), MAX_IDLE);
+    }
+
+    // Issue 15: a request hyper hands back unwritten (its idle connection ended before taking it
+    // off the queue) is sent once more, on a new connection, and the app sees it exactly once.
+    #[tokio::test]
+    async fn a_request_handed_back_unwritten_is_sent_again_on_a_new_connection() {
+        let (target, connector, log) = app().await;
+        let io = connector.clone().call(target.clone()).await.unwrap();
+        let (mut sender, connection) = Builder::new().handshake::<_, ProxyBody>(io).await.unwrap();
+        let task = tokio::spawn(connection.with_upgrades());
+        sender.ready().await.unwrap();
+        let (response, mut sender) = exchange(Some(sender), &connector, &target, get("/first")).await.unwrap();
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+        sender.ready().await.unwrap();
+        // The connection's task ends (as when the app closed the idle connection) before it ever
+        // takes the next request off the queue: hyper drops the queued request and hands it back.
+        task.abort();
+        let (response, _) = exchange(Some(sender), &connector, &target, get("/second")).await.unwrap();
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log, vec![(0, "/first".to_owned()), (1, "/second".to_owned())]);
+    }
+
+    // Issue 15: a request a new connection fails is not sent again (only an idle, reused
+    // connection can have closed before taking a request).
+    #[tokio::test]
+    async fn a_request_failing_on_a_new_connection_is_not_sent_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target: Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        // Read each request head, then close without answering. A second attempt would be read
+        // (and counted) before it failed, so before the exchange returns.
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                if s.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let connector = Connector::Tcp(hyper_util::client::legacy::connect::HttpConnector::new());
+        let e = exchange(None, &connector, &target, get("/once")).await.err();
+        assert_eq!(e, Some(UpstreamError::Reset));
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
     }
 }
