@@ -3,9 +3,17 @@
 //! timeout, judging the framing of each response head (SPEC §3: relayed re-framed, or 502
 //! `upstream_protocol`, and an anomalous connection is never reused), and classifying failures
 //! into connect / reset / protocol / timeout. It never retries a request that may have reached
-//! the app: hyper-util only re-sends a request whose pooled connection closed before any byte of
-//! it was written. On a core thread (`serve::percore`) each exchange goes through that thread's
-//! own client, so a request and its upstream connection stay on one thread.
+//! the app: only a request hyper hands back unwritten, because its idle connection closed first,
+//! is sent again, once, on a new connection.
+//!
+//! On a core thread (`serve::percore`) an HTTP/1 exchange goes through that core's own pool of
+//! `hyper::client::conn::http1` connections (`pool`: thread-local, no lock, no key hashing, no
+//! task to return a connection; issue 15), so a request and its upstream connection stay on one
+//! thread. `upstream.http2`, threads that are not cores (tests, `explain`) and requests of a
+//! snapshot older than the core's pool use hyper-util's pooled client, as before; there a
+//! connection is kept from reuse with `capture_connection` and [`poison`].
+
+mod pool;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -152,6 +160,10 @@ pub struct UpstreamClient {
     id: u64,
     builder: hyper_util::client::legacy::Builder,
     connector: Connector,
+    /// `upstream.http2`: every exchange then goes through hyper-util's client.
+    http2: bool,
+    /// What the connector dials (`base` as a URI: the authority of a TCP target).
+    target: Uri,
 }
 
 /// Upstream client ids: one per [`UpstreamClient`] built, increasing.
@@ -160,8 +172,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// Whether this thread is a core thread (`serve::percore`), which uses its own client.
     static ON_CORE: Cell<bool> = const { Cell::new(false) };
-    /// A core thread's own client (and so its own connection pool), for the newest snapshot it
-    /// has served. Its connection tasks are spawned on the core's runtime, so a request and its
+    /// A core thread's own hyper-util client (and so its own connection pool) for `upstream.http2`,
+    /// for the newest snapshot it has served. Its connection tasks are spawned on the core's runtime, so a request and its
     /// upstream exchange stay on one thread.
     static CORE_CLIENT: RefCell<Option<(u64, Client<Connector, ProxyBody>)>> = const { RefCell::new(None) };
 }
@@ -196,8 +208,11 @@ impl UpstreamClient {
             .retry_canceled_requests(true)
             .set_host(false)
             .http2_only(config.http2);
+        let target = base.parse().unwrap_or_else(|_| Uri::from_static("http://localhost"));
         UpstreamClient {
             client: builder.build(connector.clone()),
+            target,
+            http2: config.http2,
             base,
             timeout: config.timeout,
             idle_timeout: config.idle_timeout,
@@ -207,7 +222,7 @@ impl UpstreamClient {
         }
     }
 
-    /// Start the exchange on this core's own client when on a core thread (built on first use
+    /// Start an exchange on hyper-util's client: this core's own when on a core thread (built on first use
     /// with this snapshot's settings; a reload replaces it, and its idle connections close); on
     /// any other thread, or for a request of a snapshot older than the core's client, on the
     /// shared client. Either is the same hyper-util client, so `capture_connection` and
@@ -252,6 +267,10 @@ impl UpstreamClient {
     /// the pool never hands it to another request: whatever the app still sends on it (a body the
     /// head did not announce, the rest of a chunked stream) would otherwise be read as the next
     /// user's response.
+    ///
+    /// On this core's pool the same rule reads: the connection goes back to the pool only after a
+    /// clean exchange (none of the above, not a 1xx such as a `101` upgrade), and only once the
+    /// response body reached its end ([`pool::Returning`]); otherwise it is dropped and closes.
     pub async fn send(
         &self,
         mut request: Request<ProxyBody>,
@@ -259,7 +278,15 @@ impl UpstreamClient {
         on_body_error: impl FnOnce(UpstreamError, &BoxError) + Send + 'static,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let head = request.method() == Method::HEAD;
-        let connection = capture_connection(&mut request);
+        let route = if !self.http2 && ON_CORE.with(Cell::get) { pool::route(self.id) } else { pool::Route::Older };
+        let connection = match route {
+            pool::Route::Older => Some(capture_connection(&mut request)),
+            pool::Route::Pool(_) => {
+                // hyper's connection writes the URI as it is: origin-form, as hyper-util sent.
+                *request.uri_mut() = origin_form(request.uri());
+                None
+            }
+        };
         let informational = Arc::new(Informational::default());
         let seen = informational.clone();
         hyper::ext::on_informational(&mut request, move |_| {
@@ -267,18 +294,20 @@ impl UpstreamClient {
                 seen.storm.notify_one();
             }
         });
-        let mut response = tokio::select! {
+        let (mut response, sender) = tokio::select! {
             biased;
             _ = informational.storm.notified() => {
                 poison(&connection);
                 return Err(UpstreamError::Protocol);
             }
-            r = tokio::time::timeout(self.timeout, self.dispatch(request)) => match r {
+            r = tokio::time::timeout(self.timeout, self.exchange(route, request)) => match r {
+                // A request dropped while in flight closes its pooled connection (hyper's
+                // documented cancellation of an HTTP/1 request).
                 Err(_) => {
                     poison(&connection);
                     return Err(UpstreamError::Timeout);
                 }
-                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Err(e)) => return Err(e),
                 Ok(Ok(r)) => r,
             },
         };
@@ -296,14 +325,22 @@ impl UpstreamClient {
             return Err(UpstreamError::Protocol);
         }
         let after_1xx = informational.count.load(Ordering::Relaxed) > 0;
-        if http1 && (verdict == Framing::Reframe || head || early || after_1xx) {
+        let anomalous = verdict == Framing::Reframe || head || early || after_1xx;
+        if http1 && anomalous {
             poison(&connection);
         }
+        // Back to the core's pool only after a clean exchange: never after an upgrade (the
+        // connection now carries the tunnel) or any anomaly above.
+        let lease = match sender {
+            Some(sender) if !anomalous && !response.status().is_informational() => Some((self.id, sender)),
+            _ => None,
+        };
         reframe(response.headers_mut(), head);
         let idle = self.idle_timeout;
         let mut on_body_error = Some(on_body_error);
         Ok(response.map(|b| {
-            Streamed::new(b, idle, false)
+            // With no lease (hyper-util's client, or an unclean exchange) this only passes through.
+            Streamed::new(pool::Returning::new(b, lease), idle, false)
                 .map_err(move |e| {
                     if let Some(f) = on_body_error.take() {
                         f(classify_body_error(&e), &e);
@@ -315,6 +352,39 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamClient {
+    /// One exchange on the route [`pool::route`] chose: the core's pool (with the connection, to
+    /// give back once the response is done), or hyper-util's client.
+    async fn exchange(
+        &self,
+        route: pool::Route,
+        request: Request<ProxyBody>,
+    ) -> Result<(Response<hyper::body::Incoming>, Option<pool::Sender>), UpstreamError> {
+        match route {
+            pool::Route::Pool(idle) => {
+                let (response, sender) = pool::exchange(idle, &self.connector, &self.target, request).await?;
+                Ok((response, Some(sender)))
+            }
+            pool::Route::Older => match self.dispatch(request).await {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err(classify(&e)),
+            },
+        }
+    }
+}
+
+/// `/path?query` from an absolute URI (`/` when it has no path), as hyper-util's client sent it.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str() != "/" => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(pq.clone());
+            Uri::from_parts(parts).unwrap_or_default()
+        }
+        _ => Uri::default(),
+    }
+}
+
 /// The 1xx responses seen before the final one, and a signal once there are too many.
 #[derive(Default)]
 struct Informational {
@@ -323,8 +393,11 @@ struct Informational {
 }
 
 /// Never hand this connection to another request (hyper-util drops it instead of pooling it).
-fn poison(connection: &CaptureConnection) {
-    if let Some(connected) = connection.connection_metadata().as_ref() {
+/// `None` on the core's pool, where a connection not given back is simply dropped.
+fn poison(connection: &Option<CaptureConnection>) {
+    if let Some(connection) = connection
+        && let Some(connected) = connection.connection_metadata().as_ref()
+    {
         connected.poison();
     }
 }
@@ -417,7 +490,16 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     if e.is_connect() {
         return UpstreamError::Connect;
     }
-    let mut source = std::error::Error::source(e);
+    classify_chain(std::error::Error::source(e))
+}
+
+/// Classify a failure of hyper's own HTTP/1 client (the core's pool): as [`classify`] does for
+/// the hyper error inside hyper-util's.
+fn classify_hyper(e: &hyper::Error) -> UpstreamError {
+    classify_chain(Some(e))
+}
+
+fn classify_chain(mut source: Option<&(dyn std::error::Error + 'static)>) -> UpstreamError {
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             // `is_user` here means our request body (the client's stream) yielded an error.
