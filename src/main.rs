@@ -15,7 +15,8 @@ use portcullis::{App, config};
 /// mimalloc instead of glibc's malloc: a proxied request makes ~30 small allocations (header
 /// maps, bodies, futures), which cost ~9k instructions per request with glibc (docs/profiling.md).
 /// mimalloc's per-thread free lists suit the one-thread-per-core server, and it is the same on
-/// glibc and musl builds.
+/// glibc and musl builds. Built with `no_thp`: with transparent huge pages its arenas doubled the
+/// resident set under load (20 → 41 MiB at 32 connections) for no measurable gain in throughput.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
