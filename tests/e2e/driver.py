@@ -86,10 +86,20 @@ class Processes:
             print(f"----- log of {name} (last 4000 chars) -----\n{text[-4000:]}")
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one this run handed out before: the kernel may
+    give a just-closed port 0 again, and two servers of one run (say a proxy's `listen` and
+    `admin_listen`) must not be given the same port."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(what, check, proc=None, timeout=WAIT_SECONDS):
