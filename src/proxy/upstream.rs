@@ -184,6 +184,12 @@ pub fn use_a_client_per_thread() {
     ON_CORE.with(|c| c.set(true));
 }
 
+/// Close this core's idle upstream connections that have expired (`serve::percore` calls it
+/// about once a second on each core thread).
+pub fn sweep_idle_connections() {
+    pool::sweep_this_core();
+}
+
 impl UpstreamClient {
     pub fn new(config: &config::Upstream) -> Self {
         let (connector, base) = match &config.target {

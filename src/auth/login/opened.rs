@@ -12,10 +12,11 @@
 //! - the session's absolute expiry is checked on every request by the caller, memo or not.
 //!
 //! The table is bucketed by a hash of the value's length and first and last 64 bytes (the nonce
-//! and the tag: random per seal), under a per-process random key, so a lookup hashes ~140 bytes
-//! instead of 2.5 KB. Values inserted are only ones this process sealed and opened, so nobody can
-//! fill a bucket on purpose. Bounded: when full it is emptied (an emptied memo costs one open per
-//! live cookie, nothing else).
+//! and the tag: random per seal), under a random key per memo, so a lookup hashes ~140 bytes
+//! instead of 2.5 KB, and nobody can aim values at one bucket. Only values that opened are
+//! inserted, but a signed-in user can still mint many (every re-sealed cookie is a new value), so
+//! the memo is bounded both in values ([`MAX_OPENED`]) and in bytes ([`MAX_OPENED_BYTES`]): when
+//! either is reached it is emptied, which costs one open per live cookie and nothing else.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
@@ -26,8 +27,12 @@ use hashbrown::hash_table::Entry;
 use super::constant_time_eq;
 use super::sessions::SessionCookie;
 
-/// The most values remembered (about 4.5 KB each with the opened cookie).
+/// The most values remembered.
 pub const MAX_OPENED: usize = 16_384;
+
+/// The most bytes of sealed values and refresh tokens remembered (a Cognito-sized cookie is
+/// ~4.5 KB of both; 16 MiB holds ~3,700 of them).
+pub const MAX_OPENED_BYTES: usize = 16 << 20;
 
 struct Opened {
     sealed: Box<str>,
@@ -39,13 +44,36 @@ struct Opened {
 /// Sealed session-cookie values already opened under this snapshot's secrets.
 pub struct OpenedCookies {
     hasher: RandomState,
-    table: Mutex<HashTable<Opened>>,
+    table: Mutex<Table>,
     capacity: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Table {
+    values: HashTable<Opened>,
+    /// Bytes of the sealed values and refresh tokens held.
+    bytes: usize,
+}
+
+impl Opened {
+    fn bytes(&self) -> usize {
+        self.sealed.len() + self.cookie.refresh_token.len() + self.cookie.sub.len()
+    }
 }
 
 impl OpenedCookies {
     pub fn new(capacity: usize) -> OpenedCookies {
-        OpenedCookies { hasher: RandomState::new(), table: Mutex::new(HashTable::new()), capacity: capacity.max(1) }
+        OpenedCookies::bounded(capacity, MAX_OPENED_BYTES)
+    }
+
+    fn bounded(capacity: usize, max_bytes: usize) -> OpenedCookies {
+        OpenedCookies {
+            hasher: RandomState::new(),
+            table: Mutex::new(Table::default()),
+            capacity: capacity.max(1),
+            max_bytes,
+        }
     }
 
     fn hash(&self, sealed: &str) -> u64 {
@@ -53,7 +81,7 @@ impl OpenedCookies {
         self.hasher.hash_one((b.len(), &b[..b.len().min(64)], &b[b.len().saturating_sub(64)..]))
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashTable<Opened>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -61,6 +89,7 @@ impl OpenedCookies {
     pub fn get(&self, sealed: &str) -> Option<(Arc<SessionCookie>, bool)> {
         let hash = self.hash(sealed);
         self.table()
+            .values
             .find(hash, |o| constant_time_eq(o.sealed.as_bytes(), sealed.as_bytes()))
             .map(|o| (o.cookie.clone(), o.old_key))
     }
@@ -68,19 +97,23 @@ impl OpenedCookies {
     /// Remember that `sealed` opened to `cookie`.
     pub fn insert(&self, sealed: &str, cookie: Arc<SessionCookie>, old_key: bool) {
         let hash = self.hash(sealed);
+        let opened = Opened { sealed: sealed.into(), cookie, old_key };
         let mut table = self.table();
-        if table.len() >= self.capacity {
-            table.clear();
+        if table.values.len() >= self.capacity || table.bytes + opened.bytes() > self.max_bytes {
+            table.values.clear();
+            table.bytes = 0;
         }
         let eq = |o: &Opened| constant_time_eq(o.sealed.as_bytes(), sealed.as_bytes());
-        if let Entry::Vacant(v) = table.entry(hash, eq, |o| self.hash(&o.sealed)) {
-            v.insert(Opened { sealed: sealed.into(), cookie, old_key });
+        let bytes = opened.bytes();
+        if let Entry::Vacant(v) = table.values.entry(hash, eq, |o| self.hash(&o.sealed)) {
+            v.insert(opened);
+            table.bytes += bytes;
         }
     }
 
     /// Values remembered.
     pub fn len(&self) -> usize {
-        self.table().len()
+        self.table().values.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,6 +143,18 @@ mod tests {
         // Inserting the same value twice keeps one entry.
         memo.insert(&sealed, cookie("alice"), false);
         assert_eq!(memo.len(), 1);
+    }
+
+    #[test]
+    fn bounded_in_bytes_too() {
+        // Each entry: a 100-byte value, a 7-byte refresh token and a 1-byte sub.
+        let memo = OpenedCookies::bounded(1_000, 3 * 108);
+        for i in 0..3 {
+            memo.insert(&format!("{i:0>100}"), cookie("u"), false);
+        }
+        assert_eq!(memo.len(), 3);
+        memo.insert(&format!("{:0>100}", 3), cookie("u"), false);
+        assert_eq!(memo.len(), 1, "over the byte bound: emptied, then the new value kept");
     }
 
     #[test]

@@ -69,6 +69,19 @@ pub(super) fn route(id: u64) -> Route {
     })
 }
 
+/// Close this core's connections that have been idle for [`IDLE_TIMEOUT`] (called about once a
+/// second by each core, so a core that goes quiet does not hold its connections — and the app's
+/// sockets — open until its next request).
+pub(super) fn sweep_this_core() {
+    let _ = POOL.try_with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut()
+            && let Some(pool) = &mut *slot
+        {
+            pool.sweep(Instant::now());
+        }
+    });
+}
+
 /// Give a connection of client `id` back to this core's pool, if that pool is still the one for
 /// `id` (else, or if it is full, the connection is dropped and closes).
 fn give_back(id: u64, sender: Sender) {
@@ -109,14 +122,22 @@ impl Pool {
         None
     }
 
-    /// Keep `sender` as idle since `now`, dropping expired connections first.
+    /// Keep `sender` as idle since `now`, dropping expired and closed connections first (a
+    /// closed one must not take the place of a live one under [`MAX_IDLE`]).
     pub(super) fn put(&mut self, sender: Sender, now: Instant) {
-        while self.idle.front().is_some_and(|(_, since)| now.saturating_duration_since(*since) >= IDLE_TIMEOUT) {
-            self.idle.pop_front();
-        }
+        self.sweep(now);
         if self.idle.len() < MAX_IDLE && !sender.is_closed() {
             self.idle.push_back((sender, now));
         }
+    }
+
+    /// Drop every connection idle for [`IDLE_TIMEOUT`] or more, and every closed one. Dropping a
+    /// `SendRequest` ends its connection's task, which closes the socket.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        while self.idle.front().is_some_and(|(_, since)| now.saturating_duration_since(*since) >= IDLE_TIMEOUT) {
+            self.idle.pop_front();
+        }
+        self.idle.retain(|(sender, _)| !sender.is_closed());
     }
 
     #[cfg(test)]
@@ -301,6 +322,20 @@ mod tests {
         let later = since + Duration::from_secs(1) + IDLE_TIMEOUT;
         assert!(pool.checkout(later).is_none(), "an expired connection was checked out");
         assert_eq!(pool.len(), 0, "the expired connection is dropped");
+    }
+
+    // Issue 15: a quiet core closes its expired idle connections without waiting for a request.
+    #[tokio::test]
+    async fn a_sweep_closes_expired_idle_connections_and_keeps_fresh_ones() {
+        let (target, connector, _) = app().await;
+        let mut pool = Pool::new(1);
+        let since = Instant::now();
+        pool.put(used_connection(&connector, &target).await, since);
+        pool.put(used_connection(&connector, &target).await, since + Duration::from_secs(10));
+        pool.sweep(since + IDLE_TIMEOUT);
+        assert_eq!(pool.len(), 1, "the one idle for the whole timeout is closed");
+        pool.sweep(since + Duration::from_secs(10) + IDLE_TIMEOUT);
+        assert_eq!(pool.len(), 0);
     }
 
     // Issue 15: the pool keeps at most MAX_IDLE connections per core; one more is dropped.
