@@ -337,25 +337,33 @@ async fn rotating_secrets_keeps_sessions_and_rewrites_the_cookie() {
     assert_eq!(a.fetch("/page", &jar).await.status(), 401);
 }
 
+impl Rig {
+    /// A rig whose config lives in a file with the session `secrets`, so a test can reload it.
+    async fn from_file(name: &str, secrets: &[&str]) -> (Rig, std::path::PathBuf) {
+        let provider = Provider::start().await;
+        let echo = Echo::start().await;
+        let path = support::temp_dir(name).join("portcullis.yaml");
+        std::fs::write(&path, yaml(&provider, &echo, secrets)).unwrap();
+        let config = portcullis::config::load(&path, &|_| None).unwrap();
+        let app = App::start(config).await.unwrap();
+        let http = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        (Rig { app, provider, echo, http }, path)
+    }
+
+    /// Rewrite the config file with `secrets` and apply it as a SIGHUP would.
+    async fn reload(&self, path: &std::path::Path, secrets: &[&str]) {
+        std::fs::write(path, yaml(&self.provider, &self.echo, secrets)).unwrap();
+        let reloader = portcullis::serve::reload::Reloader::new(&self.app, path, Box::new(|_| None));
+        reloader.reload(portcullis::serve::reload::Trigger::Signal).await.expect("reload applies");
+    }
+}
+
 #[tokio::test]
 async fn a_hot_reload_that_rotates_secrets_signs_nobody_out() {
-    let provider = Provider::start().await;
-    let echo = Echo::start().await;
-    let dir = support::temp_dir("login-reload");
-    let path = dir.join("portcullis.yaml");
-    std::fs::write(&path, yaml(&provider, &echo, &[S1])).unwrap();
-    let config = portcullis::config::load(&path, &|_| None).unwrap();
-    let app = App::start(config).await.unwrap();
-    let rig = Rig {
-        app,
-        provider: provider.clone(),
-        echo,
-        http: reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
-    };
+    let (rig, path) = Rig::from_file("login-reload", &[S1]).await;
+    let provider = rig.provider.clone();
     let mut jar = signed_in(&rig).await;
-    std::fs::write(&path, yaml(&provider, &rig.echo, &[S2, S1])).unwrap();
-    let reloader = portcullis::serve::reload::Reloader::new(&rig.app, &path, Box::new(|_| None));
-    reloader.reload(portcullis::serve::reload::Trigger::Signal).await.expect("reload applies");
+    rig.reload(&path, &[S2, S1]).await;
     let r = rig.nav("/page", &jar).await;
     assert_eq!(r.status(), 200);
     assert_eq!(provider.refreshes(), 0, "the session's tokens survived the reload");
@@ -367,26 +375,12 @@ async fn a_hot_reload_that_rotates_secrets_signs_nobody_out() {
 async fn a_hot_reload_that_retires_a_secret_refuses_cookies_it_sealed_even_after_serving_them() {
     // The memo of opened cookies belongs to one snapshot: a cookie served (and remembered) under
     // S1 must not outlive S1's removal (SECURITY LOGIN-05).
-    let provider = Provider::start().await;
-    let echo = Echo::start().await;
-    let dir = support::temp_dir("login-retire");
-    let path = dir.join("portcullis.yaml");
-    std::fs::write(&path, yaml(&provider, &echo, &[S1])).unwrap();
-    let config = portcullis::config::load(&path, &|_| None).unwrap();
-    let app = App::start(config).await.unwrap();
-    let rig = Rig {
-        app,
-        provider: provider.clone(),
-        echo,
-        http: reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
-    };
+    let (rig, path) = Rig::from_file("login-retire", &[S1]).await;
     let jar = signed_in(&rig).await;
     assert_eq!(rig.nav("/page", &jar).await.status(), 200);
     assert_eq!(rig.nav("/page", &jar).await.status(), 200, "served again, from the memo");
     let served = rig.echo.count();
-    std::fs::write(&path, yaml(&provider, &rig.echo, &[S2])).unwrap();
-    let reloader = portcullis::serve::reload::Reloader::new(&rig.app, &path, Box::new(|_| None));
-    reloader.reload(portcullis::serve::reload::Trigger::Signal).await.expect("reload applies");
+    rig.reload(&path, &[S2]).await;
     let r = rig.fetch("/page", &jar).await;
     assert_eq!(r.status(), 401, "sealed under a retired secret");
     assert!(cleared(&r, COOKIE));
