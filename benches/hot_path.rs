@@ -2,7 +2,8 @@
 //! token verification cold (cache disabled: decode, RSA verify, claims, identity encoding) and
 //! cached (digest + lookup + expiry/key checks), route matching on tables of 10, 1,000 and 10,000
 //! routes, the header work every forwarded request does (strip untrusted + rewrite for the
-//! upstream), and the whole decision (`decision::authorize`) on a cached token.
+//! upstream), the whole decision (`decision::authorize`) on a cached token, and opening a
+//! Cognito-sized session cookie against hashing it (why sessions use a memo of opened values).
 //!
 //! `cargo bench --bench hot_path` measures; `cargo test --all-targets` runs each benchmark once
 //! (divan's test mode), so the assertions in the fixtures keep them honest.
