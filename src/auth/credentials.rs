@@ -6,6 +6,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 use crate::config::CredentialSource;
+use crate::http::cookie;
 
 /// A token as found, with the configured source that held it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,24 +158,12 @@ fn named_header(headers: &HeaderMap, name: &HeaderName) -> Result<Vec<String>, C
     token_word(value.trim()).map(|t| vec![t])
 }
 
-/// Every `name=value` pair across all `Cookie` fields (HTTP/2 may split them).
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).filter_map(
-        |pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            Some((name.trim(), value.trim().trim_matches('"')))
-        },
-    )
-}
-
 fn cookie(headers: &HeaderMap, name: &str) -> Result<Vec<String>, CredentialError> {
     let mut found: Option<&str> = None;
-    for (n, v) in cookies(headers) {
-        if n == name {
-            match found {
-                Some(prev) if prev != v => return Err(CredentialError::Ambiguous),
-                _ => found = Some(v),
-            }
+    for v in cookie::values(headers, name) {
+        match found {
+            Some(prev) if prev != v => return Err(CredentialError::Ambiguous),
+            _ => found = Some(v),
         }
     }
     match found {
@@ -191,7 +180,7 @@ fn amplify(headers: &HeaderMap, client_ids: &[String]) -> Result<Vec<String>, Cr
         let prefix = format!("{AMPLIFY_PREFIX}{client}.");
         let mut last_user: Option<&str> = None;
         let mut entries: Vec<(&str, &str, &str)> = Vec::new(); // (user, kind, value)
-        for (name, value) in cookies(headers) {
+        for (name, value) in cookie::named_values(headers) {
             let Some(rest) = name.strip_prefix(&prefix) else { continue };
             if rest == "LastAuthUser" {
                 match last_user {
@@ -242,34 +231,18 @@ fn amplify(headers: &HeaderMap, client_ids: &[String]) -> Result<Vec<String>, Cr
 
 /// Remove the credential cookies from `Cookie`, keeping the app's other cookies.
 pub fn strip_credential_cookies(headers: &mut HeaderMap, sources: &[CredentialSource], client_ids: &[String]) {
-    let is_credential = |name: &str| {
-        sources.iter().any(|s| match s {
-            CredentialSource::Cookie(n) => n == name,
-            CredentialSource::AmplifyCookie => name
-                .strip_prefix(AMPLIFY_PREFIX)
-                .is_some_and(|rest| client_ids.iter().any(|c| rest.starts_with(&format!("{c}.")))),
-            _ => false,
-        })
-    };
     if !sources.iter().any(|s| matches!(s, CredentialSource::Cookie(_) | CredentialSource::AmplifyCookie)) {
         return;
     }
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| !is_credential(pair.split_once('=').map_or(*pair, |(n, _)| n.trim())))
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = http::HeaderValue::from_str(&kept.join("; "))
-    {
-        headers.insert(header::COOKIE, v);
-    }
+    cookie::remove_where(headers, |name| {
+        sources.iter().any(|s| match s {
+            CredentialSource::Cookie(n) => n == name,
+            CredentialSource::AmplifyCookie => name.strip_prefix(AMPLIFY_PREFIX).is_some_and(|rest| {
+                client_ids.iter().any(|c| rest.strip_prefix(c.as_str()).is_some_and(|r| r.starts_with('.')))
+            }),
+            _ => false,
+        })
+    });
 }
 
 #[cfg(test)]

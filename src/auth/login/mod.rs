@@ -9,7 +9,7 @@
 //! tokens and single-flight refresh), [`opened`] (a memo of session cookies already opened);
 //! what the browser sees of them (`/.portcullis/callback`, `/login`, `/logout` and the sign-in
 //! redirect) is `proxy::login`. This file owns what they share: the per-snapshot
-//! [`LoginRuntime`], cookie reading, writing and stripping, and who counts as a navigation.
+//! [`LoginRuntime`], cookie writing and stripping, and who counts as a navigation.
 
 pub mod oauth;
 pub mod opened;
@@ -24,6 +24,7 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::config::{Config, Login};
+use crate::http::cookie;
 use crate::telemetry::metrics::Metrics;
 use oauth::OAuthClient;
 use opened::OpenedCookies;
@@ -96,46 +97,11 @@ impl LoginRuntime {
     /// Remove the session and login cookies from `Cookie`, always (SPEC §8; SECURITY LOGIN-06):
     /// they hold a refresh token, and apps log request headers.
     pub fn strip_cookies(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(header::COOKIE) {
-            return;
-        }
-        let login = self.config.login_cookie();
-        let ours = |name: &str| name == self.config.session.cookie || name == login;
-        let all: Vec<&str> = cookie_pairs(headers).collect();
-        if !all.iter().any(|pair| ours(cookie_name(pair))) {
-            return;
-        }
-        let kept: Vec<String> = all.into_iter().filter(|pair| !ours(cookie_name(pair))).map(str::to_owned).collect();
-        headers.remove(header::COOKIE);
-        if !kept.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-        {
-            headers.insert(header::COOKIE, v);
-        }
+        // The login cookie is `<session cookie>-login` (`Login::login_cookie`), matched without
+        // building that name on every request.
+        let session = self.config.session.cookie.as_str();
+        cookie::remove_where(headers, |name| name == session || name.strip_suffix("-login") == Some(session));
     }
-}
-
-/// Every `name=value` pair across all `Cookie` fields, trimmed.
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-}
-
-fn cookie_name(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(n, _)| n.trim())
-}
-
-/// Every value of the cookie `name`.
-pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    cookie_pairs(headers).filter_map(move |pair| {
-        let (n, v) = pair.split_once('=')?;
-        (n.trim() == name).then(|| v.trim().trim_matches('"'))
-    })
 }
 
 /// `Set-Cookie` for one of our cookies: `__Host-` rules (Secure, `Path=/`, no `Domain`),
@@ -224,7 +190,7 @@ mod tests {
     #[test]
     fn cookie_helpers_read_every_field() {
         let headers = h(&[("cookie", "a=1; __Host-s=x"), ("cookie", "__Host-s=\"y\"")]);
-        assert_eq!(cookie_values(&headers, "__Host-s").collect::<Vec<_>>(), ["x", "y"]);
+        assert_eq!(cookie::values(&headers, "__Host-s").collect::<Vec<_>>(), ["x", "y"]);
         let c = set_cookie("__Host-s", "v", 60).unwrap();
         assert_eq!(c, "__Host-s=v; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Lax");
         assert!(!c.to_str().unwrap().contains("Domain"));

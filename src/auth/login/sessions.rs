@@ -16,9 +16,10 @@ use http::header::HeaderValue;
 use serde_json::Value;
 
 use super::oauth::OAuthError;
-use super::{LoginRuntime, constant_time_eq, cookie_values, now_secs, set_cookie};
+use super::{LoginRuntime, constant_time_eq, now_secs, set_cookie};
 use crate::auth::verify::{PairError, TokenError, UseRule, Verified, Verifier};
 use crate::config::TokenUse;
+use crate::http::cookie;
 use crate::telemetry::metrics::Metrics;
 
 /// Refresh when the access (or id) token expires within this many seconds (SPEC §8).
@@ -210,7 +211,7 @@ impl LoginRuntime {
     /// Open this request's session cookie, if any.
     pub fn open_session(&self, headers: &HeaderMap) -> Option<(Arc<SessionCookie>, bool)> {
         let name = self.session_cookie();
-        cookie_values(headers, name).find_map(|v| {
+        cookie::values(headers, name).find_map(|v| {
             if let Some(hit) = self.opened.get(v) {
                 return Some(hit);
             }
@@ -222,7 +223,7 @@ impl LoginRuntime {
     }
 
     pub(super) fn has_session_cookie(&self, headers: &HeaderMap) -> bool {
-        cookie_values(headers, self.session_cookie()).next().is_some()
+        cookie::values(headers, self.session_cookie()).next().is_some()
     }
 
     /// The sealed cookie as a `Set-Cookie` value, `Max-Age` = what is left of the session.
@@ -238,7 +239,7 @@ impl LoginRuntime {
 
     pub fn open_login(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
         let name = self.config.login_cookie();
-        cookie_values(headers, &name).find_map(|v| self.login_sealer.open(name.as_bytes(), v).map(|(p, _)| p))
+        cookie::values(headers, &name).find_map(|v| self.login_sealer.open(name.as_bytes(), v).map(|(p, _)| p))
     }
 
     /// Authenticate with the request's session cookie (called only when no configured credential
