@@ -176,31 +176,31 @@ fn expect(r: &mut Reader, n: &Node, p: &str) -> Option<Expect> {
 
 /// `request.headers`: header name → the value a client sends (a string).
 fn request_headers(r: &mut Reader, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
-    let yaml::Value::Map(entries) = &n.value else {
-        r.error(n.span, p, "expected a mapping of header name to value");
-        return None;
-    };
-    let mut out = Vec::new();
-    for (k, v) in entries {
-        let name = r.string(k, p)?;
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            r.error(k.span, p, format!("`{name}` is not a header name"));
-            continue;
-        }
-        let value = r.string(v, &format!("{p}.{name}"))?;
-        out.push((name, value));
-    }
-    Some(out)
+    header_entries(r, n, p, "expected a mapping of header name to value", |r, v, vp| r.string(v, vp))
 }
 
 fn is_null(n: &Node) -> bool {
     matches!(&n.value, yaml::Value::Scalar { text, plain: true } if text.is_empty() || text == "~" || text == "null")
 }
 
+/// `expect.headers` / `expect.response_headers`: header name → value, `~` for absent.
 fn header_map(r: &mut Reader, n: Option<&Node>, p: &str) -> Option<Vec<(String, Option<String>)>> {
     let Some(n) = n else { return Some(Vec::new()) };
+    header_entries(r, n, p, "expected a mapping of header name to value (~ for absent)", |r, v, vp| {
+        if is_null(v) { Some(None) } else { r.string(v, vp).map(Some) }
+    })
+}
+
+/// A mapping of header names (each checked, an error at its own position) to what `value` reads.
+fn header_entries<T>(
+    r: &mut Reader,
+    n: &Node,
+    p: &str,
+    not_a_map: &str,
+    value: impl Fn(&mut Reader, &Node, &str) -> Option<T>,
+) -> Option<Vec<(String, T)>> {
     let yaml::Value::Map(entries) = &n.value else {
-        r.error(n.span, p, "expected a mapping of header name to value (~ for absent)");
+        r.error(n.span, p, not_a_map);
         return None;
     };
     let mut out = Vec::new();
@@ -210,7 +210,7 @@ fn header_map(r: &mut Reader, n: Option<&Node>, p: &str) -> Option<Vec<(String, 
             r.error(k.span, p, format!("`{name}` is not a header name"));
             continue;
         }
-        let value = if is_null(v) { None } else { Some(r.string(v, &format!("{p}.{name}"))?) };
+        let value = value(r, v, &format!("{p}.{name}"))?;
         out.push((name, value));
     }
     Some(out)
@@ -379,6 +379,18 @@ mod tests {
         assert_eq!(found, Some(vec!["header accesstoken".to_owned()]));
         let bad = "cases:\n  - name: a\n    request: {path: /x, headers: {X-A: [1]}}\n    expect: {status: 200}\n";
         assert!(parse(bad, "c.yaml", &|_| None).unwrap_err().join("\n").contains("c.yaml:3:"));
+    }
+
+    #[test]
+    fn header_names_are_checked_where_they_stand_in_both_mappings() {
+        let src = "cases:\n  - name: a\n    request: {path: /x, headers: {\"bad name\": v}}\n    expect: {status: 200}\n  - name: b\n    request: {path: /x}\n    expect: {status: 200, headers: {\"x:y\": ~}}\n";
+        let all = parse(src, "c.yaml", &|_| None).unwrap_err().join("\n");
+        assert!(all.contains("c.yaml:3:") && all.contains("`bad name` is not a header name"), "{all}");
+        assert!(all.contains("c.yaml:7:") && all.contains("`x:y` is not a header name"), "{all}");
+        let not_a_map =
+            "cases:\n  - name: a\n    request: {path: /x, headers: [a]}\n    expect: {status: 200, headers: [b]}\n";
+        let all = parse(not_a_map, "c.yaml", &|_| None).unwrap_err().join("\n");
+        assert!(all.contains("mapping of header name to value") && all.contains("(~ for absent)"), "{all}");
     }
 
     #[test]
