@@ -70,20 +70,7 @@ fn printable(s: &str) -> Option<HeaderValue> {
 /// `csv`: names joined by `,`, each percent-encoded outside `A-Z a-z 0-9 - . _ ~`, so a name
 /// containing `,` cannot forge a second group.
 pub fn encode_groups_csv(groups: &[String]) -> String {
-    let mut out = String::new();
-    for (i, g) in groups.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        for b in g.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
-    out
+    groups.iter().map(|g| crate::http::percent::encode(g)).collect::<Vec<_>>().join(",")
 }
 
 /// `json`: a JSON array with every non-ASCII or control character `\u`-escaped.

@@ -184,7 +184,7 @@ impl IdpState {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .insert(code.clone(), (user.clone(), get("nonce"), get("code_challenge")));
-                        let enc = crate::auth::login::oauth::encode;
+                        let enc = crate::http::percent::encode;
                         redirect_to(&format!("{}?code={}&state={}", self.redirect_uri, enc(&code), enc(&get("state"))))
                     }
                     None => {

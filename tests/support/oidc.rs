@@ -252,7 +252,7 @@ async fn serve(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<B
     let query = req.uri().query().unwrap_or_default().to_owned();
     let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let enc = portcullis::auth::login::oauth::encode;
+    let enc = portcullis::http::percent::encode;
     Ok(match path.as_str() {
         "/pool/.well-known/jwks.json" => json_reply(StatusCode::OK, st.issuer.jwks()),
         "/oauth2/authorize" => {

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use crate::config::{self, Login, Secret};
+use crate::http::percent::encode;
 
 /// Connect timeout for every provider call.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -212,19 +213,6 @@ pub fn form(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
-/// Percent-encode everything outside the unreserved set (RFC 3986 §2.3).
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Decode one `application/x-www-form-urlencoded` value (`+` is a space); `None` when the
 /// escapes are invalid or the result is not UTF-8.
 pub fn decode(s: &str) -> Option<String> {
@@ -278,6 +266,7 @@ mod tests {
     #[test]
     fn form_encoding_round_trips() {
         assert_eq!(encode("a b/c?d=é"), "a%20b%2Fc%3Fd%3D%C3%A9");
+        assert_eq!(decode(&encode("a b/c?d=é+")).as_deref(), Some("a b/c?d=é+"));
         assert_eq!(decode("a%20b+c%2F").as_deref(), Some("a b c/"));
         assert_eq!(decode("%zz"), None);
         assert_eq!(decode("%4"), None);
